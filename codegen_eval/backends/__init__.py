@@ -1,0 +1,95 @@
+"""Model backends: one small interface, one implementation per way of reaching a model.
+
+A backend turns a `ModelRequest` into a `ModelResponse`. Everything that changes what a model would
+answer is either in the request or in the backend's `identity()`, and both go into the cache key.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LOCAL_MODEL = "local"
+DEFAULT_CLAUDE_MODEL = "claude-sonnet-4-5"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ModelRequest(BaseModel):
+    """A complete request. A final assistant message is a prefill: the answer continues it."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    stop_sequences: tuple[str, ...] = ()
+    system: str | None = None
+    # A JSON schema the answer must satisfy, where the backend can enforce it (local: a grammar).
+    json_schema: dict[str, Any] | None = None
+
+    @property
+    def prefill(self) -> str:
+        last = self.messages[-1]
+        return last.content if last.role == "assistant" else ""
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ModelResponse(BaseModel):
+    """The model's continuation (after any prefill; the matched stop sequence is not included)."""
+
+    text: str
+    stop_reason: str
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Backend(Protocol):
+    def identity(self) -> dict[str, Any]:
+        """What, besides the request, decides the answer (endpoint, weights, sampling)."""
+
+    def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+class BackendError(RuntimeError):
+    """A model call that failed for good (after the backend's own retries)."""
+
+
+class ConfigError(ValueError):
+    """A model that cannot be used as configured (no key, weights missing)."""
+
+
+def default_model() -> str:
+    """Claude when a key is set, the embedded model otherwise, so a fresh machine runs offline."""
+    return DEFAULT_CLAUDE_MODEL if os.environ.get("ANTHROPIC_API_KEY") else LOCAL_MODEL
+
+
+_backends: dict[str, Backend] = {}
+_backends_lock = threading.Lock()
+
+
+def get_backend(model: str) -> Backend:
+    """One backend per model name per process: the local model's weights load once."""
+    with _backends_lock:
+        if model not in _backends:
+            _backends[model] = _create(model)
+        return _backends[model]
+
+
+def _create(model: str) -> Backend:
+    if model == LOCAL_MODEL:
+        from codegen_eval.backends.local import LocalBackend
+
+        return LocalBackend()
+    from codegen_eval.backends.anthropic import AnthropicBackend
+
+    return AnthropicBackend()

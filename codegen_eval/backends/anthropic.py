@@ -1,0 +1,55 @@
+"""Claude through the official SDK.
+
+The SDK's own retries (408/409/429/5xx and 529, honouring retry-after) stay on. Sampling arguments are
+never sent: SDK >= 1.0 rejects `temperature=`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anthropic
+
+from codegen_eval.backends import BackendError, ConfigError, ModelRequest, ModelResponse, Usage
+
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+
+
+class AnthropicBackend:
+    def __init__(self, max_retries: int = 2, timeout_s: float = 600.0):
+        if not os.environ.get("ANTHROPIC_API_KEY"):
+            raise ConfigError("ANTHROPIC_API_KEY is not set: set it, or use --model local for the embedded model")
+        # The SDK reads the key and ANTHROPIC_BASE_URL from the environment itself.
+        self._client = anthropic.Anthropic(max_retries=max_retries, timeout=timeout_s)
+
+    def identity(self) -> dict[str, Any]:
+        # The endpoint is part of what answers; the key is not and never leaves the client.
+        endpoint = os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_ENDPOINT
+        return {"backend": "anthropic", "endpoint": endpoint.split("@")[-1].rstrip("/")}
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": [m.model_dump() for m in request.messages],
+        }
+        if request.stop_sequences:
+            kwargs["stop_sequences"] = list(request.stop_sequences)
+        if request.system:
+            kwargs["system"] = request.system
+        try:
+            message = self._client.messages.create(**kwargs)
+        except anthropic.APIError as exc:
+            raise BackendError(f"{type(exc).__name__}: {_short(exc)}") from exc
+        # Thinking blocks may come first; only text blocks are the answer.
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
+        return ModelResponse(text=text, stop_reason=message.stop_reason or "unknown", usage=usage)
+
+
+def _short(exc: anthropic.APIError) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message", exc))
+    return str(exc)[:300]

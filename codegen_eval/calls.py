@@ -1,0 +1,61 @@
+"""Every model call goes through here: cache first, then the backend, on a bounded shared pool."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from codegen_eval.backends import BackendError, ModelRequest, ModelResponse, get_backend
+from codegen_eval.cache import CallCache, request_key
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class CallResult(BaseModel):
+    key: str
+    cached: bool
+    response: ModelResponse | None = None
+    error: str | None = None
+
+
+def cached_call(
+    request: ModelRequest,
+    cache: CallCache,
+    accept: Callable[[ModelResponse], bool] | None = None,
+) -> CallResult:
+    """Answer from the cache, or call the model and store the answer if `accept` approves it."""
+    backend = get_backend(request.model)
+    identity = backend.identity()
+    key = request_key(request, identity)
+    hit = cache.get(key)
+    if hit is not None:
+        return CallResult(key=key, cached=True, response=hit)
+    try:
+        response = backend.complete(request)
+    except BackendError as exc:
+        return CallResult(key=key, cached=False, error=str(exc))
+    if accept is None or accept(response):
+        cache.put(key, request, identity, response)
+    return CallResult(key=key, cached=False, response=response)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> list[R]:
+    """Map `fn` over `items` on one process-wide pool per concurrency level.
+
+    Generation and judging tasks of every batch share the pool, so at most `concurrency` model calls
+    are in flight whatever Prefect runs in parallel (Prefect's own thread pool is unbounded).
+    """
+    with _pools_lock:
+        pool = _pools.get(concurrency)
+        if pool is None:
+            pool = _pools[concurrency] = ThreadPoolExecutor(concurrency, thread_name_prefix="model-call")
+    return list(pool.map(fn, items))

@@ -1,0 +1,180 @@
+"""The dataset: what a case is, and how a file of cases is read and validated.
+
+Every problem in a file is reported at once, each naming file, line and field, and always before any
+model call: a typo in case 900 must not cost the 899 calls before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+Format = Literal["python", "json", "regex"]
+Difficulty = Literal["easy", "medium", "hard"]
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class PythonTests(BaseModel):
+    """HumanEval convention: `check(candidate)` raises when the candidate is wrong."""
+
+    model_config = _STRICT
+    entry_point: NonEmpty
+    check: NonEmpty
+
+
+class AccessProbe(BaseModel):
+    model_config = _STRICT
+    action: NonEmpty
+    resource: NonEmpty
+
+
+class PolicyTests(BaseModel):
+    """Requests the policy must allow, and requests it must not."""
+
+    model_config = _STRICT
+    allow: list[AccessProbe] = Field(default_factory=list)
+    deny: list[AccessProbe] = Field(default_factory=list)
+
+
+class RegexTests(BaseModel):
+    """Strings `re.search(pattern, s)` must find a match in, and strings it must not."""
+
+    model_config = _STRICT
+    match: list[str] = Field(default_factory=list)
+    no_match: list[str] = Field(default_factory=list)
+
+
+_TESTS_BY_FORMAT: dict[str, type[BaseModel]] = {
+    "python": PythonTests,
+    "json": PolicyTests,
+    "regex": RegexTests,
+}
+
+
+class Case(BaseModel):
+    """One coding task. `tests` is kept exactly as written; its shape depends on `format`."""
+
+    model_config = _STRICT
+    id: NonEmpty
+    task: NonEmpty
+    format: Format
+    expected: NonEmpty
+    solution_criteria: NonEmpty
+    difficulty: Difficulty
+    tests: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _tests_fit_format(self) -> Case:
+        if self.tests is not None:
+            try:
+                _TESTS_BY_FORMAT[self.format].model_validate(self.tests)
+            except ValidationError as exc:
+                details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"does not fit format {self.format!r}: {details}") from None
+        return self
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used. `problems` holds one "file:line: field: message" per issue."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20]
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__("\n".join(shown) + more)
+
+
+def content_id(record: dict[str, Any]) -> str:
+    """A stable id for a case that has none: the same task and format always give the same id."""
+    basis = json.dumps([record.get("format"), record.get("task")], ensure_ascii=False)
+    return "case-" + hashlib.sha256(basis.encode()).hexdigest()[:12]
+
+
+def load_dataset(path: str | Path) -> list[Case]:
+    """Read a `.jsonl` file (one case per line) or a `.json` file (a list of cases) and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError([f"{path}: no such file"])
+    text = path.read_text(encoding="utf-8")
+    problems: list[str] = []
+    records = _read_json(path, text, problems) if path.suffix == ".json" else _read_jsonl(path, text, problems)
+    cases = _validate(path, records, problems)
+    if not records and not problems:
+        problems.append(f"{path}: the dataset is empty")
+    if problems:
+        raise DatasetError(problems)
+    return cases
+
+
+def _read_jsonl(path: Path, text: str, problems: list[str]) -> list[tuple[int, Any]]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
+    return records
+
+
+def _read_json(path: Path, text: str, problems: list[str]) -> list[tuple[int, Any]]:
+    """Walk the top-level list element by element so each case keeps the line it starts on."""
+    decoder = json.JSONDecoder()
+    try:
+        top = decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        problems.append(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
+        return []
+    if not isinstance(top, list):
+        problems.append(f"{path}:1: expected a JSON list of cases, got {type(top).__name__}")
+        return []
+    records, pos = [], text.index("[") + 1
+    for _ in top:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        value, end = decoder.raw_decode(text, pos)
+        records.append((text.count("\n", 0, pos) + 1, value))
+        pos = end
+    return records
+
+
+def _validate(path: Path, records: list[tuple[int, Any]], problems: list[str]) -> list[Case]:
+    cases: list[Case] = []
+    first_line_of: dict[str, int] = {}
+    for lineno, record in records:
+        where = f"{path}:{lineno}"
+        if not isinstance(record, dict):
+            problems.append(f"{where}: expected a JSON object, got {type(record).__name__}")
+            continue
+        if "id" not in record:
+            record = {"id": content_id(record), **record}
+        try:
+            case = Case.model_validate(record)
+        except ValidationError as exc:
+            problems.extend(f"{where}: {_describe(err)}" for err in exc.errors())
+            continue
+        if case.id in first_line_of:
+            problems.append(f"{where}: field 'id': duplicate id {case.id!r} (first on line {first_line_of[case.id]})")
+            continue
+        first_line_of[case.id] = lineno
+        cases.append(case)
+    return cases
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "missing":
+        return f"field '{loc}': missing required field"
+    if err["type"] == "string_too_short":
+        return f"field '{loc}': must not be empty"
+    if err["type"] == "extra_forbidden":
+        return f"field '{loc}': unknown field"
+    # Only the tests validator raises at model level, so an empty location means `tests`.
+    return f"field '{loc or 'tests'}': {err['msg'].removeprefix('Value error, ')}"

@@ -1,0 +1,148 @@
+"""The LLM judge: a rubric template in, a validated verdict out, or a JUDGE_ERROR, never a crash."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, Field, ValidationError
+
+from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
+from codegen_eval.cache import CallCache
+from codegen_eval.calls import cached_call
+from codegen_eval.dataset import Case
+
+DEFAULT_RUBRIC = Path(__file__).parent / "templates" / "judge.j2"
+PREFILL = "```json\n"
+STOP = "```"
+MAX_TOKENS = 1024
+RETRY_PROMPT = (
+    "That answer could not be used: {problem}. Reply again with only the JSON object, with the keys "
+    '"score" (an integer from 1 to 10), "reasoning", "strengths" and "weaknesses".'
+)
+
+
+class JudgeVerdict(BaseModel):
+    score: float = Field(ge=1, le=10)
+    reasoning: str
+    strengths: list[str] = Field(default_factory=list)
+    weaknesses: list[str] = Field(default_factory=list)
+
+
+# Bounded strings and lists: a small model under a grammar otherwise repeats itself until max_tokens.
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 10},
+        "reasoning": {"type": "string", "maxLength": 600},
+        "strengths": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 3},
+        "weaknesses": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 3},
+    },
+    "required": ["score", "reasoning", "strengths", "weaknesses"],
+}
+
+
+class JudgeStatus(StrEnum):
+    OK = "OK"
+    JUDGE_ERROR = "JUDGE_ERROR"
+    SKIPPED = "SKIPPED"
+
+
+class Judgement(BaseModel):
+    status: JudgeStatus
+    verdict: JudgeVerdict | None = None
+    error: str | None = None
+    raw: str | None = None  # kept when the answer could not be used
+    calls: int = 0
+    cached_calls: int = 0
+    usage: Usage = Usage()  # of the calls made, not those served from the cache
+
+
+@lru_cache(maxsize=8)
+def load_rubric(path: str | None = None) -> jinja2.Template:
+    """A rubric is a Jinja2 template; an unknown variable in it is an error, not silently empty."""
+    source = Path(path or DEFAULT_RUBRIC).read_text(encoding="utf-8")
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(source)
+
+
+def judge_request(case: Case, output: str, model: str, rubric: str | None = None) -> ModelRequest:
+    prompt = load_rubric(rubric).render(
+        task=case.task, output=output, expected=case.expected, criteria=case.solution_criteria, format=case.format
+    )
+    return ModelRequest(
+        model=model,
+        messages=(Message(role="user", content=prompt), Message(role="assistant", content=PREFILL)),
+        max_tokens=MAX_TOKENS,
+        stop_sequences=(STOP,),
+        json_schema=VERDICT_SCHEMA,
+    )
+
+
+def parse_verdict(text: str) -> JudgeVerdict:
+    """The verdict in a judge's answer; raises ValueError saying what is wrong with it."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError("no JSON object in the answer")
+    try:
+        data = json.loads(text[start : end + 1])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg})") from None
+    for key in ("strengths", "weaknesses"):
+        if isinstance(data, dict) and isinstance(data.get(key), str):
+            data[key] = [data[key]]
+    try:
+        return JudgeVerdict.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(problems) from None
+
+
+def _usable(response: ModelResponse) -> bool:
+    try:
+        parse_verdict(response.text)
+    except ValueError:
+        return False
+    return True
+
+
+def judge(case: Case, output: str, model: str, cache: CallCache, rubric: str | None = None) -> Judgement:
+    """Grade one output: one attempt, and one retry that tells the judge what was wrong."""
+    if not output.strip():
+        return Judgement(status=JudgeStatus.SKIPPED, error="no code to judge")
+    request = judge_request(case, output, model, rubric)
+    judgement = Judgement(status=JudgeStatus.JUDGE_ERROR)
+    for _attempt in range(2):
+        result = cached_call(request, cache, accept=_usable)
+        judgement.calls += 0 if result.cached else 1
+        judgement.cached_calls += 1 if result.cached else 0
+        if result.response is None:
+            judgement.error = result.error
+            return judgement  # the API failed (after its retries): asking again now would fail too
+        if not result.cached:  # usage counts what this run paid for
+            judgement.usage = Usage(
+                input_tokens=judgement.usage.input_tokens + result.response.usage.input_tokens,
+                output_tokens=judgement.usage.output_tokens + result.response.usage.output_tokens,
+            )
+        try:
+            judgement.verdict = parse_verdict(result.response.text)
+        except ValueError as exc:
+            judgement.error, judgement.raw = str(exc), result.response.text
+            request = _retry_request(request, result.response.text, str(exc))
+            continue
+        judgement.status, judgement.error, judgement.raw = JudgeStatus.OK, None, None
+        return judgement
+    return judgement
+
+
+def _retry_request(request: ModelRequest, answer: str, problem: str) -> ModelRequest:
+    messages = (
+        *request.messages[:-1],
+        Message(role="assistant", content=PREFILL + answer),
+        Message(role="user", content=RETRY_PROMPT.format(problem=problem)),
+        Message(role="assistant", content=PREFILL),
+    )
+    return request.model_copy(update={"messages": messages})

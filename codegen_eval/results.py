@@ -1,0 +1,117 @@
+"""A run's record: one `CaseResult` per case and a `Summary` of the whole run."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from pydantic import BaseModel
+
+from codegen_eval.backends import LOCAL_MODEL
+from codegen_eval.checks import CheckResult
+from codegen_eval.dataset import Case
+from codegen_eval.generation import Generation
+from codegen_eval.judge import Judgement
+from codegen_eval.scoring import ScoringConfig, Verdict, score_case
+
+VERDICTS = [v.value for v in Verdict]
+
+
+class CaseResult(BaseModel):
+    id: str
+    format: str
+    difficulty: str
+    task: str
+    output: str
+    checks: list[CheckResult]
+    judge: Judgement
+    score: float | None
+    verdict: Verdict
+    status: str
+    generation: Generation
+
+
+class StageStats(BaseModel):
+    calls_made: int = 0
+    calls_cached: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Summary(BaseModel):
+    run_id: str
+    dataset: str
+    model: str
+    judge_model: str
+    rubric: str
+    cases: int
+    verdicts: dict[str, int]
+    pass_rate: float
+    statuses: dict[str, int]
+    by_format: dict[str, dict[str, int]]
+    by_difficulty: dict[str, dict[str, int]]
+    generation: StageStats
+    judging: StageStats
+    total_tokens: int
+    small_local_judge: bool
+    wall_seconds: float | None = None
+
+
+def assemble(
+    case: Case, generation: Generation, checks: list[CheckResult], judgement: Judgement, scoring: ScoringConfig
+) -> CaseResult:
+    score = score_case(checks, judgement, generation.error, scoring)
+    return CaseResult(
+        id=case.id,
+        format=case.format,
+        difficulty=case.difficulty,
+        task=case.task,
+        output=generation.code,
+        checks=checks,
+        judge=judgement,
+        score=score.score,
+        verdict=score.verdict,
+        status=score.status,
+        generation=generation,
+    )
+
+
+def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str) -> Summary:
+    verdicts = Counter(r.verdict.value for r in results)
+    by_format: dict[str, Counter[str]] = defaultdict(Counter)
+    by_difficulty: dict[str, Counter[str]] = defaultdict(Counter)
+    generation, judging = StageStats(), StageStats()
+    for r in results:
+        by_format[r.format][r.verdict.value] += 1
+        by_difficulty[r.difficulty][r.verdict.value] += 1
+        _add(generation, r.generation.calls, int(r.generation.cached), r.generation.usage)
+        _add(judging, r.judge.calls, r.judge.cached_calls, r.judge.usage)
+    return Summary(
+        run_id=run_id,
+        dataset=dataset,
+        model=model,
+        judge_model=judge_model,
+        rubric=rubric,
+        cases=len(results),
+        verdicts={v: verdicts.get(v, 0) for v in VERDICTS},
+        pass_rate=round(verdicts.get("PASS", 0) / len(results), 4) if results else 0.0,
+        statuses=dict(Counter(r.status for r in results)),
+        by_format={k: _full(c) for k, c in sorted(by_format.items())},
+        by_difficulty={k: _full(c) for k, c in sorted(by_difficulty.items())},
+        generation=generation,
+        judging=judging,
+        total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
+        small_local_judge=judge_model == LOCAL_MODEL,
+    )
+
+
+def _add(stats: StageStats, made: int, cached: int, usage) -> None:
+    stats.calls_made += made
+    stats.calls_cached += cached
+    # Tokens count what this run paid for, so answers served from the cache add none.
+    if made:
+        stats.input_tokens += usage.input_tokens
+        stats.output_tokens += usage.output_tokens
+
+
+def _full(counter: Counter[str]) -> dict[str, int]:
+    return {v: counter.get(v, 0) for v in VERDICTS}

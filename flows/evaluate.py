@@ -1,0 +1,35 @@
+"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge; then report."""
+
+from __future__ import annotations
+
+import time
+from itertools import batched
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from codegen_eval.config import RunConfig
+from tasks.check import check_batch
+from tasks.dataset import load_cases
+from tasks.generate import generate_batch
+from tasks.judge import judge_batch
+from tasks.report import report, start_run
+
+
+# Bounded: Prefect's default thread pool has no limit. Model calls have their own bounded pool.
+@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def evaluate(config: RunConfig) -> str:
+    started = time.perf_counter()
+    cases = load_cases(config.dataset)
+    run_dir = start_run(config)
+    stages = []
+    for index, batch in enumerate(batched(cases, config.batch_size)):
+        batch = list(batch)
+        generations = generate_batch.submit(batch, config.model, config.cache_dir, config.concurrency, index)
+        checks = check_batch.submit(batch, generations, index)
+        judgements = judge_batch.submit(
+            batch, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index
+        )
+        stages.append((batch, generations, checks, judgements))
+    batches = [(b, g.result(), c.result(), j.result()) for b, g, c, j in stages]
+    return report(run_dir, config, batches, round(time.perf_counter() - started, 3))

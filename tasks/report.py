@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from codegen_eval.checks import CheckResult
+from codegen_eval.config import RunConfig
+from codegen_eval.dataset import Case
+from codegen_eval.generation import Generation
+from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
+from codegen_eval.report import create_run_dir, write_run
+from codegen_eval.results import CaseResult, Summary, assemble, summarize
+
+Batch = tuple[list[Case], list[Generation], list[list[CheckResult]], list[Judgement]]
+
+
+@task(name="start-run")
+def start_run(config: RunConfig) -> str:
+    return str(create_run_dir(config.out, config.model_dump(mode="json")))
+
+
+@task(name="report")
+def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: float | None = None) -> str:
+    results = [
+        assemble(case, generation, checks, judgement, config.scoring)
+        for cases, generations, checks_list, judgements in batches
+        for case, generation, checks, judgement in zip(cases, generations, checks_list, judgements, strict=True)
+    ]
+    summary = summarize(
+        results,
+        run_id=Path(run_dir).name,
+        dataset=config.dataset,
+        model=config.model,
+        judge_model=config.judge_model,
+        rubric=config.rubric or DEFAULT_RUBRIC.name,
+    )
+    summary.wall_seconds = wall_seconds
+    report_path = write_run(Path(run_dir), summary, results)
+    _publish(summary, results, report_path)
+    return run_dir
+
+
+def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> None:
+    """Prefect artifacts, keyed per dataset and model so the UI versions them run after run."""
+    key = _slug(f"{Path(summary.dataset).stem}-{summary.model}")
+    create_table_artifact(
+        key=f"verdicts-{key}",
+        table=[
+            {"id": r.id, "format": r.format, "difficulty": r.difficulty, "score": r.score, "verdict": r.verdict.value, "status": r.status}
+            for r in results
+        ],
+        description=f"Per-case verdicts of run {summary.run_id}",
+    )
+    counts = " · ".join(f"{v} {n}" for v, n in summary.verdicts.items())
+    create_markdown_artifact(
+        key=f"summary-{key}",
+        markdown=(
+            f"# codegen-eval run {summary.run_id}\n\n{counts} · pass rate {summary.pass_rate:.0%}\n\n"
+            f"Generation: {summary.generation.calls_made} calls, {summary.generation.calls_cached} cached · "
+            f"Judging: {summary.judging.calls_made} calls, {summary.judging.calls_cached} cached\n\n"
+            f"[report.html]({report_path.resolve().as_uri()})\n"
+        ),
+        description=f"Summary of run {summary.run_id}",
+    )
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:80]

@@ -1,0 +1,147 @@
+"""A loopback HTTP server speaking the Anthropic Messages API, with scripted answers and a request log.
+
+Tests drive it with the real `anthropic` SDK over real HTTP: nothing in the SDK is mocked.
+A `Responder` maps a request body to a `Reply`; the server applies stop sequences the way the API
+does (the answer is cut at the first one, which is reported and not included).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    status: int = 200
+    error: dict[str, Any] | None = None  # the API's {"type", "message"} for a non-200 reply
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+class MessagesAPI:
+    def __init__(self, responder: Responder):
+        self.responder = responder
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> MessagesAPI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def count(self, kind: str | None = None) -> int:
+        """Requests received; `kind` ("judge" or "generate") counts one kind only."""
+        with self._lock:
+            return sum(1 for r in self.requests if kind is None or request_kind(r) == kind)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.headers.clear()
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        reply = self.responder(body)
+        if reply.status != 200:
+            return reply.status, {"type": "error", "error": reply.error or {"type": "api_error", "message": "error"}}, reply.headers
+        text, stop_reason, stop_sequence = reply.text, "end_turn", None
+        for stop in body.get("stop_sequences") or []:
+            if stop in text:
+                text, stop_reason, stop_sequence = text.split(stop, 1)[0], "stop_sequence", stop
+                break
+        prompt_words = sum(len(str(m["content"]).split()) for m in body["messages"])
+        message = {
+            "id": f"msg_{next(self._ids):06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {"input_tokens": prompt_words, "output_tokens": len(text.split())},
+        }
+        return 200, message, reply.headers
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                with api._lock:
+                    api.requests.append(body)
+                    api.headers.append(dict(self.headers))
+                if self.path.split("?")[0] != "/v1/messages":
+                    status, payload, headers = 404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}}, {}
+                else:
+                    status, payload, headers = api._answer(body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def request_kind(body: dict[str, Any]) -> str:
+    """Generation prompts start with the seed's "Write AWS ..."; anything else is a judge request."""
+    return "generate" if prompt_of(body).startswith("Write AWS") else "judge"
+
+
+def prompt_of(body: dict[str, Any]) -> str:
+    return str(body["messages"][0]["content"])
+
+
+# Answers for the four seed cases, as a model that follows the prefill would write them.
+SEED_ANSWERS = {
+    "list_s3_buckets": 'import boto3\n\ndef list_s3_buckets():\n    s3 = boto3.client("s3")\n    return [b["Name"] for b in s3.list_buckets().get("Buckets", [])]\n```\nThis lists the buckets.',
+    "upload_to_s3": 'import boto3\nfrom botocore.exceptions import ClientError\n\ndef upload_to_s3(file_path, bucket_name, object_key):\n    try:\n        boto3.client("s3").upload_file(file_path, bucket_name, object_key)\n    except (ClientError, FileNotFoundError):\n        return False\n    return True\n```',
+    "my-data-bucket": '{\n  "Version": "2012-10-17",\n  "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::my-data-bucket"},\n    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::my-data-bucket/*"}]\n}\n```',
+    "regular expression": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$\n```",
+}
+
+GOOD_VERDICT = {"score": 9, "reasoning": "Correct and idiomatic.", "strengths": ["uses boto3"], "weaknesses": []}
+
+
+def seed_responder(verdict: dict[str, Any] | str = GOOD_VERDICT) -> Responder:
+    """Code for the seed cases, and `verdict` (a dict, or raw text) for every judge request."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if request_kind(body) == "judge":
+            text = verdict if isinstance(verdict, str) else json.dumps(verdict)
+            return Reply(text=text + "\n```")
+        prompt = prompt_of(body)
+        for needle, answer in SEED_ANSWERS.items():
+            if needle in prompt:
+                return Reply(text=answer)
+        return Reply(text="print('hello')\n```")
+
+    return respond
