@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from codegen_eval import progress
@@ -67,7 +68,7 @@ def _preflight(config: RunConfig) -> list:
             get_backend(model)
         CallCache(config.cache_dir)
     except DatasetError as exc:
-        _fail(f"invalid dataset:\n{exc}")
+        _fail("invalid dataset: " + "\n".join(exc.problems))
     except (ConfigError, CacheError, OSError, ValueError) as exc:
         _fail(str(exc))
     return cases
@@ -104,7 +105,8 @@ def _run_flow(config: RunConfig, total: int) -> str:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Plain text (a message may hold "[...]"), never wrapped: scripts grep these lines.
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from codegen_eval.backends import default_model
 from codegen_eval.scoring import ScoringConfig
 
 DEFAULT_DATASET = "datasets/aws_codegen.jsonl"
@@ -12,8 +13,8 @@ DEFAULT_OUT = "artifacts/runs"
 
 class RunConfig(BaseModel):
     dataset: str = DEFAULT_DATASET
-    model: str
-    judge_model: str
+    model: str = Field(default_factory=default_model)  # Claude with a key, the embedded model without
+    judge_model: str | None = None  # None: the same as model
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
     out: str = DEFAULT_OUT
     cache_dir: str | None = None  # None: CODEGEN_EVAL_CACHE_DIR or artifacts/cache
@@ -21,3 +22,9 @@ class RunConfig(BaseModel):
     # Cases per Prefect task: one task per case per stage would swamp a Prefect server (~25 task runs/s).
     batch_size: int = Field(50, ge=1)
     scoring: ScoringConfig = ScoringConfig()
+
+    @model_validator(mode="after")
+    def _judge_defaults_to_model(self) -> RunConfig:
+        if self.judge_model is None:
+            self.judge_model = self.model
+        return self

@@ -102,17 +102,17 @@ def load_dataset(path: str | Path) -> list[Case]:
     if not path.is_file():
         raise DatasetError([f"{path}: no such file"])
     text = path.read_text(encoding="utf-8")
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []  # (line, message), reported in line order
     records = _read_json(path, text, problems) if path.suffix == ".json" else _read_jsonl(path, text, problems)
     cases = _validate(path, records, problems)
     if not records and not problems:
-        problems.append(f"{path}: the dataset is empty")
+        problems.append((0, f"{path}: the dataset is empty"))
     if problems:
-        raise DatasetError(problems)
+        raise DatasetError([message for _, message in sorted(problems, key=lambda p: p[0])])
     return cases
 
 
-def _read_jsonl(path: Path, text: str, problems: list[str]) -> list[tuple[int, Any]]:
+def _read_jsonl(path: Path, text: str, problems: list[tuple[int, str]]) -> list[tuple[int, Any]]:
     records = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -120,20 +120,20 @@ def _read_jsonl(path: Path, text: str, problems: list[str]) -> list[tuple[int, A
         try:
             records.append((lineno, json.loads(line)))
         except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
+            problems.append((lineno, f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"))
     return records
 
 
-def _read_json(path: Path, text: str, problems: list[str]) -> list[tuple[int, Any]]:
+def _read_json(path: Path, text: str, problems: list[tuple[int, str]]) -> list[tuple[int, Any]]:
     """Walk the top-level list element by element so each case keeps the line it starts on."""
     decoder = json.JSONDecoder()
     try:
         top = decoder.decode(text)
     except json.JSONDecodeError as exc:
-        problems.append(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
+        problems.append((exc.lineno, f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"))
         return []
     if not isinstance(top, list):
-        problems.append(f"{path}:1: expected a JSON list of cases, got {type(top).__name__}")
+        problems.append((1, f"{path}:1: expected a JSON list of cases, got {type(top).__name__}"))
         return []
     records, pos = [], text.index("[") + 1
     for _ in top:
@@ -145,23 +145,23 @@ def _read_json(path: Path, text: str, problems: list[str]) -> list[tuple[int, An
     return records
 
 
-def _validate(path: Path, records: list[tuple[int, Any]], problems: list[str]) -> list[Case]:
+def _validate(path: Path, records: list[tuple[int, Any]], problems: list[tuple[int, str]]) -> list[Case]:
     cases: list[Case] = []
     first_line_of: dict[str, int] = {}
     for lineno, record in records:
         where = f"{path}:{lineno}"
         if not isinstance(record, dict):
-            problems.append(f"{where}: expected a JSON object, got {type(record).__name__}")
+            problems.append((lineno, f"{where}: expected a JSON object, got {type(record).__name__}"))
             continue
         if "id" not in record:
             record = {"id": content_id(record), **record}
         try:
             case = Case.model_validate(record)
         except ValidationError as exc:
-            problems.extend(f"{where}: {_describe(err)}" for err in exc.errors())
+            problems.extend((lineno, f"{where}: {_describe(err)}") for err in exc.errors())
             continue
         if case.id in first_line_of:
-            problems.append(f"{where}: field 'id': duplicate id {case.id!r} (first on line {first_line_of[case.id]})")
+            problems.append((lineno, f"{where}: field 'id': duplicate id {case.id!r} (first on line {first_line_of[case.id]})"))
             continue
         first_line_of[case.id] = lineno
         cases.append(case)
@@ -178,3 +178,8 @@ def _describe(err: Any) -> str:
         return f"field '{loc}': unknown field"
     # Only the tests validator raises at model level, so an empty location means `tests`.
     return f"field '{loc or 'tests'}': {err['msg'].removeprefix('Value error, ')}"
+
+
+def batches(cases: list[Case], size: int) -> list[list[Case]]:
+    """Consecutive groups of at most `size` cases (the unit of work of a Prefect task)."""
+    return [cases[i : i + size] for i in range(0, len(cases), size)]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from itertools import batched
-
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from codegen_eval.config import RunConfig
+from codegen_eval.dataset import batches
 from tasks.check import check_batch
 from tasks.dataset import load_cases
 from tasks.generate import generate_batch
@@ -23,13 +22,12 @@ def evaluate(config: RunConfig) -> str:
     cases = load_cases(config.dataset)
     run_dir = start_run(config)
     stages = []
-    for index, batch in enumerate(batched(cases, config.batch_size)):
-        batch = list(batch)
+    for index, batch in enumerate(batches(cases, config.batch_size)):
         generations = generate_batch.submit(batch, config.model, config.cache_dir, config.concurrency, index)
         checks = check_batch.submit(batch, generations, index)
         judgements = judge_batch.submit(
             batch, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index
         )
         stages.append((batch, generations, checks, judgements))
-    batches = [(b, g.result(), c.result(), j.result()) for b, g, c, j in stages]
-    return report(run_dir, config, batches, round(time.perf_counter() - started, 3))
+    finished = [(b, g.result(), c.result(), j.result()) for b, g, c, j in stages]
+    return report(run_dir, config, finished, round(time.perf_counter() - started, 3))

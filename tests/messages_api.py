@@ -91,7 +91,7 @@ class MessagesAPI:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 with api._lock:
                     api.requests.append(body)
-                    api.headers.append(dict(self.headers))
+                    api.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if self.path.split("?")[0] != "/v1/messages":
                     status, payload, headers = 404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}}, {}
                 else:

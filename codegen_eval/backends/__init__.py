@@ -93,3 +93,9 @@ def _create(model: str) -> Backend:
     from codegen_eval.backends.anthropic import AnthropicBackend
 
     return AnthropicBackend()
+
+
+def reset_backends() -> None:
+    """Forget the backends made so far (they read the environment when made)."""
+    with _backends_lock:
+        _backends.clear()

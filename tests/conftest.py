@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codegen_eval.backends import reset_backends
+from tests.messages_api import MessagesAPI, seed_responder
+
+SECRET = "sk-ant-test-SECRET-4f9c2d"  # must never reach an artifact, a log or a cache key
+SEED = Path(__file__).resolve().parent.parent / "datasets" / "aws_codegen.jsonl"
+CLAUDE = "claude-sonnet-4-5"
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect server on loopback (SQLite) for the whole session, stopped at its end."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[MessagesAPI]:
+    server = MessagesAPI(seed_responder()).start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    reset_backends()
+    yield server
+    server.stop()
+    reset_backends()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from codegen_eval.checks import CheckStatus, check_syntax
+from codegen_eval.generation import extract_code
+from codegen_eval.judge import Judgement, JudgeStatus, JudgeVerdict, parse_verdict
+from codegen_eval.scoring import ScoringConfig, Verdict, score_case
+
+
+@pytest.mark.parametrize(
+    ("code", "fmt", "status", "message"),
+    [
+        ("def f():\n    return 1", "python", CheckStatus.OK, ""),
+        ("def f(:\n", "python", CheckStatus.SYNTAX_ERROR, "line 1"),
+        ('{"Version": "2012-10-17"}', "json", CheckStatus.OK, ""),
+        ('{"Version": }', "json", CheckStatus.SYNTAX_ERROR, "column 13"),
+        ("^[a-z]+$", "regex", CheckStatus.OK, ""),
+        ("^[a-z+$", "regex", CheckStatus.SYNTAX_ERROR, "unterminated character set"),
+        ("   \n", "python", CheckStatus.NO_CODE, "no code"),
+        ("", "regex", CheckStatus.NO_CODE, "no code"),
+    ],
+)
+def test_syntax_per_format(code, fmt, status, message):
+    result = check_syntax(code, fmt)
+    assert result.status is status and message in result.message
+
+
+def test_extract_code_cuts_at_a_fence_and_drops_a_repeated_language_tag():
+    assert extract_code("x = 1\n```\nExplanation") == "x = 1"
+    assert extract_code("python\nx = 1\n") == "x = 1"
+    assert extract_code("\n^a$\n") == "^a$"
+
+
+def test_parse_verdict_accepts_a_json_object_and_reports_what_is_wrong():
+    verdict = parse_verdict('Sure: {"score": 7, "reasoning": "ok", "strengths": "fast", "weaknesses": []}')
+    assert verdict.score == 7 and verdict.strengths == ["fast"]
+    for text, problem in [
+        ("no json here", "no JSON object"),
+        ('{"score": 7,}', "invalid JSON"),
+        ('{"score": 11, "reasoning": "x"}', "score"),
+        ('{"reasoning": "x"}', "score: Field required"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_verdict(text)
+
+
+def ok(score: float) -> Judgement:
+    return Judgement(status=JudgeStatus.OK, verdict=JudgeVerdict(score=score, reasoning="r"))
+
+
+def test_score_is_the_mean_of_judge_and_checks_with_thresholds():
+    syntax_ok = [check_syntax("x = 1", "python")]
+    config = ScoringConfig()
+    assert score_case(syntax_ok, ok(9), None, config).model_dump() == {"score": 9.5, "verdict": Verdict.PASS, "status": "OK"}
+    assert score_case(syntax_ok, ok(6), None, config).verdict is Verdict.PASS  # (6 + 10) / 2 = 8
+    assert score_case(syntax_ok, ok(5), None, config).verdict is Verdict.PARTIAL
+    assert score_case(syntax_ok, ok(1), None, ScoringConfig(partial_at=6)).verdict is Verdict.FAIL
+    assert score_case(syntax_ok, ok(6), None, ScoringConfig(judge_weight=3, checks_weight=1)).score == 7.0
+
+
+def test_a_failing_check_is_fail_whatever_the_judge_says():
+    broken = [check_syntax("def f(:", "python")]
+    result = score_case(broken, ok(10), None, ScoringConfig())
+    assert (result.verdict, result.status, result.score) == (Verdict.FAIL, "SYNTAX_ERROR", 5.0)
+
+
+def test_judge_error_is_error_not_fail_and_generation_error_is_error():
+    syntax_ok = [check_syntax("x = 1", "python")]
+    judge_error = Judgement(status=JudgeStatus.JUDGE_ERROR, error="invalid JSON", raw="garbage")
+    assert score_case(syntax_ok, judge_error, None, ScoringConfig()).model_dump() == {
+        "score": None, "verdict": Verdict.ERROR, "status": "JUDGE_ERROR"}
+    assert score_case([], Judgement(status=JudgeStatus.SKIPPED), "RateLimitError", ScoringConfig()).verdict is Verdict.ERROR
+
+
+def test_no_code_fails_without_a_judge():
+    no_code = [check_syntax("", "python")]
+    result = score_case(no_code, Judgement(status=JudgeStatus.SKIPPED), None, ScoringConfig())
+    assert (result.verdict, result.status, result.score) == (Verdict.FAIL, "NO_CODE", 0.0)

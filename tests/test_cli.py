@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from codegen_eval.cli import app
+from tests.conftest import CLAUDE, SEED
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bad_dataset_fails_before_any_call_and_writes_nothing(api, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(SEED.read_text().splitlines()[0] + "\n" + '{"id": "x", "format": "yaml"}\n')
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "--dataset", str(bad), "--model", CLAUDE, "--out", str(out)])
+    assert result.exit_code == 2
+    first_line = result.output.strip().splitlines()[0]
+    assert f"{bad}:2: field 'task': missing required field" in first_line
+    assert api.count() == 0 and not out.exists()
+
+
+def test_missing_key_for_claude_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["run", "--model", CLAUDE, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "ANTHROPIC_API_KEY is not set" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_rubric_is_rejected_up_front(api, tmp_path):
+    rubric = tmp_path / "judge.j2"
+    rubric.write_text("{{ task }} {{ nonsense }}")
+    result = CliRunner().invoke(app, ["run", "--model", CLAUDE, "--rubric", str(rubric), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "'nonsense' is undefined" in result.output and api.count() == 0
+
+
+def test_run_prints_the_run_directory_last(prefect_api, api, tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "CODEGEN_EVAL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "codegen_eval.cli", "run", "--model", CLAUDE, "--out", str(tmp_path / "runs"), "--concurrency", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / "report.html").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["verdicts"]["PASS"] == 4
+    assert "judge" in proc.stderr and "4/4" in proc.stderr  # the progress bars

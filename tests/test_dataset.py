@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codegen_eval.dataset import DatasetError, content_id, load_dataset
+from tests.conftest import SEED
+
+GOOD = {
+    "id": "a",
+    "task": "Write list_s3_buckets()",
+    "format": "python",
+    "expected": "def list_s3_buckets(): ...",
+    "solution_criteria": "lists buckets",
+    "difficulty": "easy",
+}
+
+
+def write_jsonl(tmp_path: Path, *records: object, name: str = "d.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    return info.value.problems
+
+
+def test_seed_dataset_has_the_four_seed_cases():
+    cases = load_dataset(SEED)
+    assert [c.id for c in cases] == ["s3-list-buckets", "s3-upload-file", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
+    assert [c.format for c in cases] == ["python", "python", "json", "regex"]
+    assert all(c.tests for c in cases)
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path, GOOD, '{"id": "b", "task": ')
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:2: invalid JSON")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"task": None}, "field 'task'"),
+        ({"task": "   "}, "field 'task': must not be empty"),
+        ({"format": "yaml"}, "field 'format': Input should be 'python', 'json' or 'regex'"),
+        ({"difficulty": "trivial"}, "field 'difficulty'"),
+        ({"expected": 42}, "field 'expected': Input should be a valid string"),
+        ({"tests": {"match": ["a"]}}, "field 'tests': does not fit format 'python'"),
+        ({"solution_critera": "typo"}, "field 'solution_critera': unknown field"),
+    ],
+)
+def test_field_errors_name_line_and_field(tmp_path, change, expected):
+    record = {**GOOD, "id": "b", **change}
+    path = write_jsonl(tmp_path, GOOD, record)
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:2: ") and expected in problem
+
+
+def test_missing_required_field(tmp_path):
+    record = {k: v for k, v in GOOD.items() if k != "solution_criteria"}
+    [problem] = problems(write_jsonl(tmp_path, record))
+    assert ":1: field 'solution_criteria': missing required field" in problem
+
+
+def test_duplicate_id_names_both_lines(tmp_path):
+    [problem] = problems(write_jsonl(tmp_path, GOOD, GOOD))
+    assert ":2: field 'id': duplicate id 'a' (first on line 1)" in problem
+
+
+def test_empty_dataset(tmp_path):
+    [problem] = problems(write_jsonl(tmp_path, "  "))
+    assert "the dataset is empty" in problem
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write_jsonl(tmp_path, {**GOOD, "format": "yaml"}, "not json", {**GOOD, "id": "c", "difficulty": "x"})
+    assert [p.split(":")[1] for p in problems(path)] == ["1", "2", "3"]
+
+
+def test_json_list_keeps_line_numbers(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text("[\n" + json.dumps(GOOD, indent=2) + ",\n" + json.dumps({**GOOD, "id": "b", "format": "x"}, indent=2) + "\n]\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:10: field 'format'")
+    good = tmp_path / "ok.json"
+    good.write_text(json.dumps([GOOD, {**GOOD, "id": "b"}]))
+    assert [c.id for c in load_dataset(good)] == ["a", "b"]
+
+
+def test_json_that_is_not_a_list(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(GOOD))
+    assert "expected a JSON list" in problems(path)[0]
+
+
+def test_missing_id_gets_a_stable_content_id(tmp_path):
+    record = {k: v for k, v in GOOD.items() if k != "id"}
+    first = load_dataset(write_jsonl(tmp_path, record))[0].id
+    again = load_dataset(write_jsonl(tmp_path, {**record, "difficulty": "hard"}, name="e.jsonl"))[0].id
+    other = load_dataset(write_jsonl(tmp_path, {**record, "task": "other"}, name="f.jsonl"))[0].id
+    assert first == again == content_id(record) and first.startswith("case-") and other != first
+
+
+def test_tests_field_is_preserved_verbatim(tmp_path):
+    tests = {"allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::b/*"}], "deny": []}
+    [case] = load_dataset(write_jsonl(tmp_path, {**GOOD, "format": "json", "tests": tests}))
+    assert case.tests == tests
+
+
+def test_missing_file(tmp_path):
+    assert "no such file" in problems(tmp_path / "nope.jsonl")[0]
