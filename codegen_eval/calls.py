@@ -44,18 +44,18 @@ def cached_call(
     return CallResult(key=key, cached=False, response=response)
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
-def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> list[R]:
-    """Map `fn` over `items` on one process-wide pool per concurrency level.
+def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int, pool_name: str = "model-call") -> list[R]:
+    """Map `fn` over `items` on one process-wide pool per (name, size).
 
-    Generation and judging tasks of every batch share the pool, so at most `concurrency` model calls
-    are in flight whatever Prefect runs in parallel (Prefect's own thread pool is unbounded).
+    Generation and judging tasks of every batch share the "model-call" pool, so at most `concurrency`
+    model calls are in flight whatever Prefect runs in parallel (Prefect's own pool is unbounded).
     """
     with _pools_lock:
-        pool = _pools.get(concurrency)
+        pool = _pools.get((pool_name, concurrency))
         if pool is None:
-            pool = _pools[concurrency] = ThreadPoolExecutor(concurrency, thread_name_prefix="model-call")
+            pool = _pools[(pool_name, concurrency)] = ThreadPoolExecutor(concurrency, thread_name_prefix=pool_name)
     return list(pool.map(fn, items))

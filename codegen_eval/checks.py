@@ -1,4 +1,10 @@
-"""Checks that need no model: is there code, and does it parse in its format."""
+"""Checks that need no model: does the output parse, and does it do what the case's tests say.
+
+Python runs in the sandbox against moto; IAM policies are evaluated as data; regexes run in the
+sandbox under a timeout. A check either gates the verdict (`gate`) or only informs the report.
+A gating check with a `fraction` (the share of test items passed) gives partial credit; any other
+failing gating check fails the case outright.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,39 @@ import ast
 import json
 import re
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from codegen_eval.dataset import Format
+from codegen_eval import iam
+from codegen_eval.dataset import Case, Format, PolicyTests, PythonTests, RegexTests
+from codegen_eval.sandbox import Limits, Sandbox, SandboxResult
+
+REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
 
 
 class CheckStatus(StrEnum):
     OK = "OK"
     NO_CODE = "NO_CODE"
     SYNTAX_ERROR = "SYNTAX_ERROR"
+    TEST_FAIL = "TEST_FAIL"
+    TIMEOUT = "TIMEOUT"
+    SANDBOX_ERROR = "SANDBOX_ERROR"
+    WARN = "WARN"  # an advisory check found something
+    SKIPPED = "SKIPPED"
 
 
 class CheckResult(BaseModel):
     name: str
     status: CheckStatus
     message: str = ""
+    gate: bool = True
+    fraction: float | None = None  # share of test items passed, for checks that count items
+    details: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return self.status is CheckStatus.OK
+        return self.status in (CheckStatus.OK, CheckStatus.WARN, CheckStatus.SKIPPED)
 
 
 def check_syntax(code: str, fmt: Format) -> CheckResult:
@@ -44,8 +63,158 @@ def check_syntax(code: str, fmt: Format) -> CheckResult:
     return CheckResult(name="syntax", status=CheckStatus.OK, message=f"valid {fmt}")
 
 
-def run_checks(code: str, fmt: Format) -> list[CheckResult]:
-    return [check_syntax(code, fmt)]
+def run_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
+    syntax = check_syntax(code, case.format)
+    if not syntax.passed:
+        return [syntax]
+    if case.format == "python":
+        return [syntax, *python_checks(case, code, sandbox)]
+    if case.format == "json":
+        return [syntax, *policy_checks(case, code)]
+    return [syntax, *regex_checks(case, code, sandbox)]
+
+
+# --- python ---------------------------------------------------------------------------------------------
+
+
+def python_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
+    results = [undefined_names(code)]
+    if case.tests is None:
+        return results
+    tests = PythonTests.model_validate(case.tests)
+    results.append(signature(code, case.expected, tests.entry_point))
+    job = {"kind": "python", "code": code, "entry_point": tests.entry_point, "check": tests.check, "aws": tests.aws}
+    outcome = sandbox.run(job)
+    results.append(_from_sandbox("tests", outcome, fraction=1.0 if outcome.status == "PASS" else 0.0 if outcome.status == "TEST_FAIL" else None))
+    return results
+
+
+def undefined_names(code: str) -> CheckResult:
+    from pyflakes import checker, messages
+
+    found = checker.Checker(ast.parse(code), "<candidate>").messages
+    undefined = sorted({m.message_args[0] for m in found if isinstance(m, messages.UndefinedName)})
+    if undefined:
+        return CheckResult(name="names", status=CheckStatus.TEST_FAIL, message=f"undefined names: {', '.join(undefined)}")
+    return CheckResult(name="names", status=CheckStatus.OK, message="no undefined names")
+
+
+def signature(code: str, expected: str, entry_point: str) -> CheckResult:
+    """The requested function exists at module level and accepts the reference's positional arguments."""
+    found = _function(code, entry_point)
+    if found is None:
+        return CheckResult(name="signature", status=CheckStatus.TEST_FAIL, message=f"no function {entry_point}() at module level")
+    reference = _function(expected, entry_point)
+    if reference is None:
+        return CheckResult(name="signature", status=CheckStatus.OK, message=f"{entry_point}{_params(found)} defined")
+    wanted = len(reference.args.posonlyargs) + len(reference.args.args) - len(reference.args.defaults)
+    accepts = len(found.args.posonlyargs) + len(found.args.args)
+    required = accepts - len(found.args.defaults)
+    if found.args.vararg is None and not (required <= wanted <= accepts):
+        return CheckResult(
+            name="signature", status=CheckStatus.TEST_FAIL,
+            message=f"expected {entry_point}{_params(reference)}, got {entry_point}{_params(found)}",
+        )
+    return CheckResult(name="signature", status=CheckStatus.OK, message=f"{entry_point}{_params(found)}")
+
+
+def _function(code: str, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    return next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name), None)
+
+
+def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    return "(" + ", ".join(a.arg for a in [*fn.args.posonlyargs, *fn.args.args]) + ")"
+
+
+# --- json: IAM policies -----------------------------------------------------------------------------
+
+
+def policy_checks(case: Case, code: str) -> list[CheckResult]:
+    policy = json.loads(code)
+    errors = iam.grammar_errors(policy)
+    if errors:
+        return [CheckResult(name="policy_grammar", status=CheckStatus.TEST_FAIL, message="; ".join(errors[:10]))]
+    results = [CheckResult(name="policy_grammar", status=CheckStatus.OK, message="valid identity policy")]
+    findings = iam.parliament_findings(code)
+    results.append(CheckResult(
+        name="parliament", gate=False, status=CheckStatus.WARN if findings else CheckStatus.OK,
+        message="; ".join(findings[:10]) if findings else "no findings", details={"findings": findings},
+    ))
+    if case.tests is not None:
+        results.append(access(policy, PolicyTests.model_validate(case.tests)))
+    return results
+
+
+def access(policy: dict[str, Any], tests: PolicyTests) -> CheckResult:
+    """Each probe's decision against what the case says it must be."""
+    wrong, total = [], len(tests.allow) + len(tests.deny)
+    try:
+        for must_allow, probes in ((True, tests.allow), (False, tests.deny)):
+            for probe in probes:
+                decision = iam.evaluate(policy, probe.action, probe.resource, probe.context)
+                if (decision == "allow") != must_allow:
+                    wanted = "allowed" if must_allow else "denied"
+                    wrong.append(f"{probe.action} on {probe.resource} should be {wanted}, got {decision}")
+    except iam.UnsupportedCondition as exc:
+        return CheckResult(name="access", status=CheckStatus.TEST_FAIL, message=str(exc), fraction=0.0)
+    fraction = (total - len(wrong)) / total if total else 1.0
+    if wrong:
+        return CheckResult(name="access", status=CheckStatus.TEST_FAIL, message="; ".join(wrong), fraction=fraction, details={"wrong": wrong})
+    return CheckResult(name="access", status=CheckStatus.OK, message=f"{total} of {total} requests decided right", fraction=1.0)
+
+
+# --- regex ----------------------------------------------------------------------------------------------
+
+
+def regex_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
+    tests = RegexTests.model_validate(case.tests or {})
+    job = {"kind": "regex", "pattern": code, "match": tests.match, "no_match": tests.no_match, "expected": case.expected}
+    outcome = sandbox.run(job)
+    details = outcome.details
+    if outcome.status not in ("PASS", "TEST_FAIL"):
+        return [_from_sandbox("tests", outcome)]
+    total = details.get("tests_total", 0)
+    results = [_from_sandbox("tests", outcome, fraction=details["tests_passed"] / total if total else 1.0)]
+    results.append(_redos(code, details, sandbox))
+    results.append(_equivalence(details.get("equivalence", {})))
+    return results
+
+
+def _redos(code: str, details: dict[str, Any], sandbox: Sandbox) -> CheckResult:
+    findings = [f for f in details.get("redos", []) if "example" in f]
+    attack = sandbox.run({"kind": "regex_attack", "pattern": code, "attacks": details.get("attacks", [])}, REDOS_LIMITS)
+    if attack.status == "TIMEOUT":
+        return CheckResult(name="redos", status=CheckStatus.TIMEOUT, message=f"catastrophic backtracking: an attack string took over {REDOS_LIMITS.wall_s:g} s", details={"static": findings})
+    if findings:
+        return CheckResult(name="redos", gate=False, status=CheckStatus.WARN, message=f"regexploit: {len(findings)} potential ReDoS, e.g. {findings[0]['example']}", details={"static": findings})
+    return CheckResult(name="redos", status=CheckStatus.OK, message="no ReDoS found (static analysis and attack strings)")
+
+
+def _equivalence(eq: dict[str, Any]) -> CheckResult:
+    if not eq.get("checked"):
+        return CheckResult(name="equivalence", gate=False, status=CheckStatus.SKIPPED, message=eq.get("reason", "not checked"))
+    if eq["equivalent"]:
+        return CheckResult(name="equivalence", gate=False, status=CheckStatus.OK, message="same language as the expected pattern")
+    parts = []
+    if eq["accepted_not_expected"]:
+        parts.append(f"accepts, unlike expected: {eq['accepted_not_expected']!r}")
+    if eq["expected_not_accepted"]:
+        parts.append(f"rejects, unlike expected: {eq['expected_not_accepted']!r}")
+    return CheckResult(name="equivalence", gate=False, status=CheckStatus.WARN, message="; ".join(parts) or "differs from expected", details=eq)
+
+
+def _from_sandbox(name: str, outcome: SandboxResult, fraction: float | None = None) -> CheckResult:
+    status = CheckStatus.OK if outcome.status == "PASS" else CheckStatus(outcome.status)
+    details = {**outcome.details, "elapsed_ms": round(outcome.elapsed_ms, 1)}
+    if outcome.output:
+        details["output"] = outcome.output
+    if outcome.isolation:
+        details["isolation_missing"] = outcome.isolation
+    return CheckResult(name=name, status=status, message=outcome.message, fraction=fraction, details=details)
 
 
 def _syntax_error(message: str) -> CheckResult:

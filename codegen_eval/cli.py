@@ -39,6 +39,7 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Cases per Prefect task.")] = 50,
     pass_at: Annotated[float, typer.Option(help="Score at or above which a case is PASS.")] = 8.0,
     partial_at: Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")] = 5.0,
+    no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")] = False,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
@@ -51,6 +52,7 @@ def run(
         cache_dir=os.environ.get("CODEGEN_EVAL_CACHE_DIR"),
         concurrency=concurrency,
         batch_size=batch_size,
+        judge=not no_judge,
         scoring=ScoringConfig(pass_at=pass_at, partial_at=partial_at),
     )
     cases = _preflight(config)
@@ -64,7 +66,7 @@ def _preflight(config: RunConfig) -> list:
         cases = load_dataset(config.dataset)
         if config.rubric:
             _check_rubric(config.rubric)
-        for model in {config.model, config.judge_model}:
+        for model in {config.model, config.judge_model} if config.judge else {config.model}:
             get_backend(model)
         CallCache(config.cache_dir)
     except DatasetError as exc:
@@ -92,7 +94,7 @@ def _run_flow(config: RunConfig, total: int) -> str:
 
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
-        stages = {stage: bar.add_task(stage, total=total) for stage in ("generate", "judge")}
+        stages = {stage: bar.add_task(stage, total=total) for stage in ("generate", "check", "judge")}
 
         def listener(stage: str, n: int) -> None:
             bar.advance(stages[stage], n)

@@ -16,6 +16,7 @@ class RunConfig(BaseModel):
     model: str = Field(default_factory=default_model)  # Claude with a key, the embedded model without
     judge_model: str | None = None  # None: the same as model
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
+    judge: bool = True  # False (--no-judge): verdicts from the checks alone
     out: str = DEFAULT_OUT
     cache_dir: str | None = None  # None: CODEGEN_EVAL_CACHE_DIR or artifacts/cache
     concurrency: int = Field(8, ge=1, le=512)

@@ -26,12 +26,16 @@ class PythonTests(BaseModel):
     model_config = _STRICT
     entry_point: NonEmpty
     check: NonEmpty
+    aws: bool = True  # run inside moto's mock_aws() with fake credentials
 
 
 class AccessProbe(BaseModel):
+    """One request to a policy; `context` holds condition keys (e.g. {"aws:SecureTransport": "true"})."""
+
     model_config = _STRICT
     action: NonEmpty
     resource: NonEmpty
+    context: dict[str, str | list[str]] = Field(default_factory=dict)
 
 
 class PolicyTests(BaseModel):

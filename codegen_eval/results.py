@@ -100,7 +100,7 @@ def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: st
         generation=generation,
         judging=judging,
         total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
-        small_local_judge=judge_model == LOCAL_MODEL,
+        small_local_judge=judge_model == LOCAL_MODEL and any(r.judge.status.value != "SKIPPED" for r in results),
     )
 
 

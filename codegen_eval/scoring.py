@@ -2,11 +2,15 @@
 
     score = (judge_weight * judge_score + checks_weight * checks_score) / (judge_weight + checks_weight)
 
-where checks_score is 10 when every check passes and 0 otherwise (lesson 09: the mean of the model's
-score and the syntax score). Verdict: PASS when score >= pass_at, PARTIAL when >= partial_at, FAIL
-below, and FAIL whenever a check fails (a judge cannot talk a broken output into a pass). ERROR when
-the case could not be graded: the generation call failed, or the checks passed but the judge gave no
-usable answer (JUDGE_ERROR). Without a judge (skipped), the score is the checks score.
+checks_score is 10 x the smallest share of test items passed (python: the check passes or not;
+regex: strings classified right; IAM: requests decided right), 10 when the case has no tests and every
+gating check passes, and 0 when a gating check without items fails (no code, syntax error, undefined
+names, wrong signature, timeout, sandbox error). Verdict, with defaults pass_at 8 and partial_at 5:
+- a fatal check failure is FAIL, whatever the judge says;
+- some test items failing is PARTIAL at best: a judge can never lift a failing test to PASS;
+- otherwise PASS at score >= pass_at, PARTIAL at >= partial_at, FAIL below.
+ERROR when the case could not be graded: the generation call failed, or the checks passed but the
+judge gave no usable answer (JUDGE_ERROR). Without a judge (skipped), the score is the checks score.
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ def score_case(
 ) -> Score:
     if generation_error:
         return Score(score=None, verdict=Verdict.ERROR, status="GENERATION_ERROR")
-    failed = next((c for c in checks if not c.passed), None)
-    checks_score = 0.0 if failed else 10.0
+    failed = [c for c in checks if c.gate and not c.passed]
+    fatal = next((c for c in failed if c.fraction is None), None)
+    fractions = [c.fraction for c in checks if c.gate and c.fraction is not None]
+    checks_score = 0.0 if fatal else 10.0 * min(fractions, default=1.0)
     if judgement.status is JudgeStatus.OK and judgement.verdict is not None:
         total = config.judge_weight + config.checks_weight
         score = (config.judge_weight * judgement.verdict.score + config.checks_weight * checks_score) / total
@@ -53,7 +59,11 @@ def score_case(
         score = checks_score
     else:
         return Score(score=None, verdict=Verdict.ERROR, status=JudgeStatus.JUDGE_ERROR.value)
-    if failed:
-        return Score(score=round(score, 2), verdict=Verdict.FAIL, status=failed.status.value)
+    score = round(score, 2)
+    if fatal:
+        return Score(score=score, verdict=Verdict.FAIL, status=fatal.status.value)
+    if failed:  # some test items failed: partial credit at most
+        verdict = Verdict.PARTIAL if score >= config.partial_at else Verdict.FAIL
+        return Score(score=score, verdict=verdict, status=failed[0].status.value)
     verdict = Verdict.PASS if score >= config.pass_at else Verdict.PARTIAL if score >= config.partial_at else Verdict.FAIL
-    return Score(score=round(score, 2), verdict=verdict, status="OK")
+    return Score(score=score, verdict=verdict, status="OK")

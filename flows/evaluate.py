@@ -26,7 +26,7 @@ def evaluate(config: RunConfig) -> str:
         generations = generate_batch.submit(batch, config.model, config.cache_dir, config.concurrency, index)
         checks = check_batch.submit(batch, generations, index)
         judgements = judge_batch.submit(
-            batch, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index
+            batch, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index, config.judge
         )
         stages.append((batch, generations, checks, judgements))
     finished = [(b, g.result(), c.result(), j.result()) for b, g, c, j in stages]

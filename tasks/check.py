@@ -2,11 +2,23 @@ from __future__ import annotations
 
 from prefect import task
 
+from codegen_eval import progress
+from codegen_eval.calls import run_concurrently
 from codegen_eval.checks import CheckResult, run_checks
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
+from codegen_eval.sandbox import shared_sandbox
 
 
 @task(name="check", task_run_name="check-batch-{batch_index}")
 def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0) -> list[list[CheckResult]]:
-    return [run_checks(g.code, case.format) for case, g in zip(cases, generations, strict=True)]
+    sandbox = shared_sandbox()
+
+    def one(pair: tuple[Case, Generation]) -> list[CheckResult]:
+        case, generation = pair
+        checks = run_checks(case, generation.code, sandbox)
+        progress.advance("check")
+        return checks
+
+    # One thread per sandbox slot: checks are CPU-bound and run in the sandbox's processes.
+    return run_concurrently(one, list(zip(cases, generations, strict=True)), sandbox.slots, pool_name="sandbox")

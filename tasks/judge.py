@@ -6,7 +6,7 @@ from codegen_eval import progress
 from codegen_eval.calls import run_concurrently
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.judge import Judgement, judge
+from codegen_eval.judge import Judgement, JudgeStatus, judge
 from tasks import finish, open_cache
 
 
@@ -19,8 +19,12 @@ def judge_batch(
     cache_dir: str | None,
     concurrency: int,
     batch_index: int = 0,
+    enabled: bool = True,
 ):
     cache = open_cache(cache_dir)
+    if not enabled:  # --no-judge: verdicts from the checks alone
+        progress.advance("judge", len(cases))
+        return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
 
     def one(pair: tuple[Case, Generation]) -> Judgement:
         case, generation = pair

@@ -11,7 +11,7 @@ from tests.messages_api import MessagesAPI, seed_responder
 
 SECRET = "sk-ant-test-SECRET-4f9c2d"  # must never reach an artifact, a log or a cache key
 SEED = Path(__file__).resolve().parent.parent / "datasets" / "aws_codegen.jsonl"
-CLAUDE = "claude-sonnet-4-5"
+CLAUDE = "claude-haiku-4-5"
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 

@@ -123,7 +123,7 @@ def prompt_of(body: dict[str, Any]) -> str:
 # Answers for the four seed cases, as a model that follows the prefill would write them.
 SEED_ANSWERS = {
     "list_s3_buckets": 'import boto3\n\ndef list_s3_buckets():\n    s3 = boto3.client("s3")\n    return [b["Name"] for b in s3.list_buckets().get("Buckets", [])]\n```\nThis lists the buckets.',
-    "upload_to_s3": 'import boto3\nfrom botocore.exceptions import ClientError\n\ndef upload_to_s3(file_path, bucket_name, object_key):\n    try:\n        boto3.client("s3").upload_file(file_path, bucket_name, object_key)\n    except (ClientError, FileNotFoundError):\n        return False\n    return True\n```',
+    "upload_to_s3": 'import boto3\nfrom boto3.exceptions import S3UploadFailedError\nfrom botocore.exceptions import ClientError\n\ndef upload_to_s3(file_path, bucket_name, object_key):\n    try:\n        boto3.client("s3").upload_file(file_path, bucket_name, object_key)\n    except (ClientError, S3UploadFailedError, FileNotFoundError):\n        return False\n    return True\n```',
     "my-data-bucket": '{\n  "Version": "2012-10-17",\n  "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::my-data-bucket"},\n    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::my-data-bucket/*"}]\n}\n```',
     "regular expression": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$\n```",
 }

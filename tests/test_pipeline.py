@@ -81,7 +81,7 @@ def test_rubric_change_rejudges_without_regenerating(run, api, tmp_path):
 def test_changed_model_regenerates(run, api):
     run()
     api.reset()
-    run(model="claude-haiku-4-5")
+    run(model="claude-opus-4-5")
     assert api.count("generate") == 4
 
 
@@ -148,7 +148,7 @@ def test_prefect_records_batches_as_cached_and_publishes_artifacts(run, api):
         flow_run = client.read_flow_runs(limit=1, sort="START_TIME_DESC")[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
         states = {t.name.rsplit("-", 1)[0]: t.state.name for t in task_runs}
-        key = "verdicts-aws-codegen-claude-sonnet-4-5"
+        key = "verdicts-aws-codegen-claude-haiku-4-5"
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert states["generate-batch"] == "Cached" and states["judge-batch"] == "Cached"
     latest = max(artifacts, key=lambda a: a.created)

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 LOCAL_MODEL = "local"
-DEFAULT_CLAUDE_MODEL = "claude-sonnet-4-5"
+DEFAULT_CLAUDE_MODEL = "claude-haiku-4-5"  # accepts prefill; not deprecated (SDK 2.13)
 
 
 class Message(BaseModel):

@@ -1,0 +1,317 @@
+"""Run untrusted generated code in OS-isolated children.
+
+Isolation comes from the kernel, not from monkeypatching Python:
+
+- a new network namespace (no interfaces, loopback down) and a new mount namespace in which /tmp,
+  /var/tmp and /dev/shm are fresh private tmpfs mounts;
+- resource limits: CPU seconds, address space, file size, open files, processes;
+- an unprivileged uid of its own per slot (so RLIMIT_NPROC binds, the parent cannot be signalled, and
+  every leftover process of the slot can be killed after the job, even one that escaped its group);
+- a fresh temporary working directory, its own session, SIGKILL of the group on a wall-clock timeout;
+- an environment with nothing of the parent's: no API keys, fake AWS credentials only.
+
+Fast path: a "zygote" process per slot imports boto3 and moto once, then forks one child per job
+(~tens of ms instead of ~1 s for a fresh interpreter). Zygotes are single-threaded, so forking them is
+safe; slots give parallelism by processes, as moto is not thread-safe. Where namespaces or uid changes
+are unavailable (not root), the child says so in `isolation` and the runner logs a loud warning.
+
+Known limit: candidate and check run in one interpreter, so a candidate written to attack this
+harness could forge its own result. Isolation protects the machine, not the verdict from that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import queue
+import resource
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
+PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
+MAX_RESULT_BYTES = 1 << 20
+# Per-slot uids from a range no real account uses; derived from the pid so two runs do not share one.
+UID_BASE = 200_000
+
+
+class Limits(BaseModel):
+    wall_s: float = 10.0
+    cpu_s: int = 10
+    memory_mb: int = 1024
+    file_mb: int = 16
+    processes: int = 32
+    open_files: int = 256
+
+
+class SandboxResult(BaseModel):
+    status: str  # PASS, TEST_FAIL, TIMEOUT, SANDBOX_ERROR
+    message: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+    isolation: list[str] = Field(default_factory=list)  # what could NOT be applied
+    output: str = ""  # the tail of what the code printed
+    elapsed_ms: float = 0.0
+
+
+# --- inside the child -------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _isolate(uid: int, limits: Limits) -> tuple[str, list[str]]:
+    """Runs as root in the fresh child. Returns (working dir, isolation steps that failed)."""
+    missing: list[str] = []
+    if _libc.unshare(CLONE_NEWNET | CLONE_NEWNS) != 0:
+        missing.append(f"namespaces (unshare: {os.strerror(ctypes.get_errno())})")
+    elif _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
+        for path in PRIVATE_TMPFS:
+            if os.path.isdir(path):
+                _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m,mode=1777")
+    else:
+        missing.append("private /tmp")
+    workdir = tempfile.mkdtemp(prefix="case-")
+    as_root = os.geteuid() == 0
+    if as_root:
+        os.chown(workdir, uid, uid)
+    for name, value in (
+        (resource.RLIMIT_CPU, limits.cpu_s),
+        (resource.RLIMIT_AS, limits.memory_mb << 20),
+        (resource.RLIMIT_FSIZE, limits.file_mb << 20),
+        (resource.RLIMIT_NOFILE, limits.open_files),
+        (resource.RLIMIT_NPROC, limits.processes),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(name, (value, value))
+    os.chdir(workdir)
+    if as_root:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    else:
+        missing.append("unprivileged uid (not root: process limit and signal protection are weaker)")
+    return workdir, missing
+
+
+def _child(job: dict[str, Any], uid: int, limits: Limits, result_fd: int) -> None:
+    """Never returns: the forked child runs the job and exits."""
+    result: dict[str, Any]
+    try:
+        os.setsid()
+        workdir, missing = _isolate(uid, limits)
+        out = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.environ.clear()
+        os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir})
+        from codegen_eval import harness
+
+        result = harness.run_job(job)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        result["isolation"] = missing
+        result["output"] = _tail(os.path.join(workdir, ".output"))
+    except BaseException as exc:  # noqa: BLE001 (the child must always answer)
+        result = {"status": "SANDBOX_ERROR", "message": f"{type(exc).__name__}: {exc}"}
+    try:
+        data = json.dumps(result, default=str).encode()[:MAX_RESULT_BYTES]
+        os.write(result_fd, data)
+    finally:
+        os._exit(0)
+
+
+def _tail(path: str, size: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# --- the zygote ---------------------------------------------------------------------------------------
+
+
+def _run_one(job: dict[str, Any], uid: int, limits: Limits) -> dict[str, Any]:
+    started = time.perf_counter()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(job, uid, limits, write_fd)
+    os.close(write_fd)
+    chunks, timed_out, deadline = [], False, started + limits.wall_s
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select([read_fd], [], [], remaining)
+        if ready:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.close(read_fd)
+    if timed_out:
+        _kill_group(pid)
+    _, wait_status = os.waitpid(pid, 0)
+    _reap_uid(uid)
+    elapsed = (time.perf_counter() - started) * 1000
+    if timed_out:
+        return {"status": "TIMEOUT", "message": f"no result within {limits.wall_s:g} s (killed)", "elapsed_ms": elapsed}
+    try:
+        result = json.loads(b"".join(chunks))
+    except ValueError:
+        how = _describe_exit(wait_status)
+        status = "TIMEOUT" if "SIGXCPU" in how else "SANDBOX_ERROR"
+        return {"status": status, "message": f"the child gave no result ({how})", "elapsed_ms": elapsed}
+    result["elapsed_ms"] = elapsed
+    return result
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap_uid(uid: int) -> None:
+    """Kill every process left running as `uid` (a child that forked and left its group)."""
+    if os.geteuid() != 0:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)  # every process this uid may signal, i.e. the slot's own
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _describe_exit(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"killed by {signal.Signals(os.WTERMSIG(wait_status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(wait_status)}"
+
+
+def serve(uid: int) -> None:
+    """The zygote's loop: one JSON job per stdin line, one JSON result per stdout line."""
+    from codegen_eval import harness
+
+    harness.warm_up()
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # nothing printed by accident can corrupt the protocol
+    for line in sys.stdin:
+        request = json.loads(line)
+        result = _run_one(request["job"], uid, Limits.model_validate(request["limits"]))
+        replies.write(json.dumps(result) + "\n")
+        replies.flush()
+
+
+# --- the parent's side ------------------------------------------------------------------------------
+
+
+class _Zygote:
+    def __init__(self, uid: int):
+        self.uid = uid
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "codegen_eval.sandbox", str(uid)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
+        )
+
+    def run(self, job: dict[str, Any], limits: Limits) -> dict[str, Any]:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps({"job": job, "limits": limits.model_dump()}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"sandbox zygote exited ({self.process.poll()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class Sandbox:
+    """A pool of zygotes, one job at a time each; safe to call from many threads."""
+
+    def __init__(self, slots: int | None = None, limits: Limits | None = None):
+        self.slots = slots or os.cpu_count() or 1
+        self.limits = limits or Limits()
+        self._idle: queue.Queue[_Zygote | None] = queue.Queue()
+        base = UID_BASE + (os.getpid() % 100_000) * 64
+        for slot in range(self.slots):
+            self._idle.put(None)  # started on first use
+        self._uids = iter(range(base, base + 64))
+        self._lock = threading.Lock()
+        self._all: list[_Zygote] = []
+        self._warned = False
+
+    def run(self, job: dict[str, Any], limits: Limits | None = None) -> SandboxResult:
+        zygote = self._idle.get()
+        try:
+            if zygote is None or zygote.process.poll() is not None:
+                zygote = self._start()
+            try:
+                raw = zygote.run(job, limits or self.limits)
+            except (RuntimeError, OSError, ValueError) as exc:
+                zygote.close()
+                zygote = None
+                return SandboxResult(status="SANDBOX_ERROR", message=str(exc))
+        finally:
+            self._idle.put(zygote)
+        result = SandboxResult.model_validate(raw)
+        if result.isolation and not self._warned:
+            self._warned = True
+            log.warning("SANDBOX DEGRADED: generated code runs without %s", "; ".join(result.isolation))
+        return result
+
+    def _start(self) -> _Zygote:
+        with self._lock:
+            zygote = _Zygote(next(self._uids))
+            self._all.append(zygote)
+            return zygote
+
+    def close(self) -> None:
+        with self._lock:
+            for zygote in self._all:
+                zygote.close()
+            self._all.clear()
+
+
+_shared: Sandbox | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_sandbox() -> Sandbox:
+    """The process's sandbox pool, started lazily and closed at exit."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            import atexit
+
+            _shared = Sandbox()
+            atexit.register(_shared.close)
+        return _shared
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
