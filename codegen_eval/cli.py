@@ -16,7 +16,7 @@ from codegen_eval import progress
 from codegen_eval.backends import ConfigError, default_model, get_backend
 from codegen_eval.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig
-from codegen_eval.dataset import DatasetError, load_dataset
+from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
 from codegen_eval.scoring import ScoringConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
@@ -28,25 +28,58 @@ def main() -> None:
     """codegen-eval: generate, check, judge and report, as cached Prefect tasks."""
 
 
+Dataset = Annotated[Path, typer.Option(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")]
+JudgeModel = Annotated[Optional[str], typer.Option(help="Model that grades; defaults to --model.")]
+Rubric = Annotated[Optional[Path], typer.Option(help="A Jinja2 judge template replacing the shipped one.")]
+Out = Annotated[Path, typer.Option(help="Where run directories are written.")]
+Concurrency = Annotated[int, typer.Option(min=1, max=512, help="Model calls in flight at most.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Cases per Prefect task.")]
+PassAt = Annotated[float, typer.Option(help="Score at or above which a case is PASS.")]
+PartialAt = Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")]
+NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")]
+
+
 @app.command()
 def run(
-    dataset: Annotated[Path, typer.Option(help="Cases as .jsonl or .json.")] = Path(DEFAULT_DATASET),
+    dataset: Dataset = Path(DEFAULT_DATASET),
     model: Annotated[Optional[str], typer.Option(help="Model that writes the code; 'local' is the embedded model.")] = None,
-    judge_model: Annotated[Optional[str], typer.Option(help="Model that grades; defaults to --model.")] = None,
-    rubric: Annotated[Optional[Path], typer.Option(help="A Jinja2 judge template replacing the shipped one.")] = None,
-    out: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path(DEFAULT_OUT),
-    concurrency: Annotated[int, typer.Option(min=1, max=512, help="Model calls in flight at most.")] = 8,
-    batch_size: Annotated[int, typer.Option(min=1, help="Cases per Prefect task.")] = 50,
-    pass_at: Annotated[float, typer.Option(help="Score at or above which a case is PASS.")] = 8.0,
-    partial_at: Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")] = 5.0,
-    no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")] = False,
+    judge_model: JudgeModel = None,
+    rubric: Rubric = None,
+    out: Out = Path(DEFAULT_OUT),
+    concurrency: Concurrency = 8,
+    batch_size: BatchSize = 50,
+    pass_at: PassAt = 8.0,
+    partial_at: PartialAt = 5.0,
+    no_judge: NoJudge = False,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
-    config = RunConfig(
+    _execute(_config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge))
+
+
+@app.command()
+def grade(
+    outputs: Annotated[Path, typer.Option(help='Recorded outputs: {"id", "output", "cid"?} per line.')],
+    dataset: Dataset = Path(DEFAULT_DATASET),
+    judge_model: JudgeModel = None,
+    rubric: Rubric = None,
+    out: Out = Path(DEFAULT_OUT),
+    concurrency: Concurrency = 8,
+    batch_size: BatchSize = 50,
+    pass_at: PassAt = 8.0,
+    partial_at: PartialAt = 5.0,
+    no_judge: NoJudge = False,
+) -> None:
+    """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
+    config = _config(dataset, f"recorded:{outputs.name}", judge_model or default_model(), rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    _execute(config.model_copy(update={"outputs": str(outputs)}))
+
+
+def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge) -> RunConfig:
+    return RunConfig(
         dataset=str(dataset),
         model=model,
-        judge_model=judge_model or model,
+        judge_model=judge_model,
         rubric=str(rubric) if rubric else None,
         out=str(out),
         cache_dir=os.environ.get("CODEGEN_EVAL_CACHE_DIR"),
@@ -55,25 +88,33 @@ def run(
         judge=not no_judge,
         scoring=ScoringConfig(pass_at=pass_at, partial_at=partial_at),
     )
-    cases = _preflight(config)
-    run_dir = _run_flow(config, total=len(cases))
-    print(run_dir)
 
 
-def _preflight(config: RunConfig) -> list:
-    """Everything that can be wrong before a model is called: dataset, rubric, models, cache."""
+def _execute(config: RunConfig) -> None:
+    total = _preflight(config)
+    print(_run_flow(config, total))
+
+
+def _preflight(config: RunConfig) -> int:
+    """Everything that can be wrong before a model is called: dataset, outputs, rubric, models, cache.
+
+    Returns the number of items to grade."""
     try:
         cases = load_dataset(config.dataset)
+        total = len(load_outputs(config.outputs, cases)) if config.outputs else len(cases)
         if config.rubric:
             _check_rubric(config.rubric)
-        for model in {config.model, config.judge_model} if config.judge else {config.model}:
+        models = {config.judge_model} if config.judge else set()
+        if not config.outputs:
+            models.add(config.model)
+        for model in models:
             get_backend(model)
         CallCache(config.cache_dir)
     except DatasetError as exc:
-        _fail("invalid dataset: " + "\n".join(exc.problems))
+        _fail("invalid input: " + "\n".join(exc.problems))
     except (ConfigError, CacheError, OSError, ValueError) as exc:
         _fail(str(exc))
-    return cases
+    return total
 
 
 def _check_rubric(path: str) -> None:

@@ -6,10 +6,11 @@ model call: a typo in case 900 must not cost the 899 calls before it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
@@ -18,6 +19,7 @@ Difficulty = Literal["easy", "medium", "hard"]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+T = TypeVar("T")
 
 
 class PythonTests(BaseModel):
@@ -84,6 +86,23 @@ class Case(BaseModel):
         return self
 
 
+HUMANEVAL_FIELDS = {"task_id", "prompt", "canonical_solution", "test", "entry_point"}
+
+
+def from_humaneval(record: dict[str, Any]) -> dict[str, Any]:
+    """A HumanEval problem as a case: the candidate is the whole function (prompt plus body)."""
+    return {
+        "id": record["task_id"],
+        "task": "Complete this Python function. Return the whole function, signature and docstring included.\n\n"
+        + record["prompt"],
+        "format": "python",
+        "expected": record["prompt"] + record["canonical_solution"],
+        "solution_criteria": "Does exactly what the docstring says, for every input it allows.",
+        "difficulty": "medium",
+        "tests": {"entry_point": record["entry_point"], "check": record["test"], "aws": False},
+    }
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be used. `problems` holds one "file:line: field: message" per issue."""
 
@@ -105,7 +124,7 @@ def load_dataset(path: str | Path) -> list[Case]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError([f"{path}: no such file"])
-    text = path.read_text(encoding="utf-8")
+    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
     problems: list[tuple[int, str]] = []  # (line, message), reported in line order
     records = _read_json(path, text, problems) if path.suffix == ".json" else _read_jsonl(path, text, problems)
     cases = _validate(path, records, problems)
@@ -157,7 +176,9 @@ def _validate(path: Path, records: list[tuple[int, Any]], problems: list[tuple[i
         if not isinstance(record, dict):
             problems.append((lineno, f"{where}: expected a JSON object, got {type(record).__name__}"))
             continue
-        if "id" not in record:
+        if HUMANEVAL_FIELDS <= record.keys():
+            record = from_humaneval(record)
+        elif "id" not in record:
             record = {"id": content_id(record), **record}
         try:
             case = Case.model_validate(record)
@@ -184,6 +205,43 @@ def _describe(err: Any) -> str:
     return f"field '{loc or 'tests'}': {err['msg'].removeprefix('Value error, ')}"
 
 
-def batches(cases: list[Case], size: int) -> list[list[Case]]:
-    """Consecutive groups of at most `size` cases (the unit of work of a Prefect task)."""
-    return [cases[i : i + size] for i in range(0, len(cases), size)]
+def batches(items: list[T], size: int) -> list[list[T]]:
+    """Consecutive groups of at most `size` items (the unit of work of a Prefect task)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class RecordedOutput(BaseModel):
+    """A pre-recorded model output to grade; `cid` tells several candidates for one case apart."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: NonEmpty
+    output: str
+    cid: str | None = None
+
+
+def load_outputs(path: str | Path, cases: list[Case]) -> list[tuple[Case, RecordedOutput]]:
+    """Recorded outputs paired with their cases, validated like a dataset (file, line, field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError([f"{path}: no such file"])
+    by_id = {case.id: case for case in cases}
+    problems: list[tuple[int, str]] = []
+    pairs, seen = [], set()
+    for lineno, record in _read_jsonl(path, path.read_text(encoding="utf-8"), problems):
+        try:
+            recorded = RecordedOutput.model_validate(record)
+        except ValidationError as exc:
+            problems.extend((lineno, f"{path}:{lineno}: {_describe(err)}") for err in exc.errors())
+            continue
+        if recorded.id not in by_id:
+            problems.append((lineno, f"{path}:{lineno}: field 'id': no case {recorded.id!r} in the dataset"))
+        elif (recorded.id, recorded.cid) in seen:
+            problems.append((lineno, f"{path}:{lineno}: field 'cid': a second output for {recorded.id!r} with cid {recorded.cid!r}"))
+        else:
+            seen.add((recorded.id, recorded.cid))
+            pairs.append((by_id[recorded.id], recorded))
+    if not pairs and not problems:
+        problems.append((0, f"{path}: no outputs"))
+    if problems:
+        raise DatasetError([message for _, message in sorted(problems, key=lambda p: p[0])])
+    return pairs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 
 from codegen_eval.backends import Message, ModelRequest, Usage
@@ -18,6 +20,7 @@ MAX_TOKENS = 1024
 
 class Generation(BaseModel):
     case_id: str
+    cid: str | None = None  # which candidate, when several recorded outputs grade one case
     code: str = ""
     raw: str = ""
     stop_reason: str | None = None
@@ -66,3 +69,10 @@ def generate(case: Case, model: str, cache: CallCache) -> Generation:
         calls=0 if result.cached else 1,
         key=result.key,
     )
+
+
+def recorded(case: Case, output: str, cid: str | None = None) -> Generation:
+    """A pre-recorded output as a generation: the first fenced block if it has one, else all of it."""
+    fenced = re.search(r"```[\w+-]*\n(.*?)(?:```|\Z)", output, re.DOTALL)
+    code = fenced.group(1) if fenced else output
+    return Generation(case_id=case.id, cid=cid, code=code.strip("\n").rstrip(), raw=output, stop_reason="recorded")

@@ -65,10 +65,10 @@ def _python(job: dict[str, Any]) -> dict[str, Any]:
         candidate = namespace.get(job["entry_point"])
         if not callable(candidate):
             return _fail(f"no function named {job['entry_point']!r} is defined")
-        checks: dict[str, Any] = {"__name__": "check"}
-        exec(compile(job["check"], "<check>", "exec"), checks)  # noqa: S102 (our own test code)
+        # HumanEval's convention: the tests run in the candidate's module, so they may use its helpers.
+        exec(compile(job["check"], "<check>", "exec"), namespace)  # noqa: S102 (our own test code)
         try:
-            checks["check"](candidate)
+            namespace["check"](candidate)
         except AssertionError as exc:
             return _fail(f"assertion failed: {_describe(exc, job)}")
         except BaseException as exc:  # noqa: BLE001

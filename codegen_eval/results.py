@@ -18,6 +18,7 @@ VERDICTS = [v.value for v in Verdict]
 
 class CaseResult(BaseModel):
     id: str
+    cid: str | None = None
     format: str
     difficulty: str
     task: str
@@ -62,6 +63,7 @@ def assemble(
     score = score_case(checks, judgement, generation.error, scoring)
     return CaseResult(
         id=case.id,
+        cid=generation.cid,
         format=case.format,
         difficulty=case.difficulty,
         task=case.task,

@@ -1,15 +1,19 @@
-"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge; then report."""
+"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge; then report.
+
+With `config.outputs`, recorded outputs stand in for generation (`codegen-eval grade`).
+"""
 
 from __future__ import annotations
 
 import time
+
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
 from tasks.check import check_batch
-from tasks.dataset import load_cases
+from tasks.dataset import load_cases, load_recorded
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
 from tasks.report import report, start_run
@@ -20,14 +24,23 @@ from tasks.report import report, start_run
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     cases = load_cases(config.dataset)
+    items = load_recorded(config.outputs, cases) if config.outputs else [(case, None) for case in cases]
     run_dir = start_run(config)
     stages = []
-    for index, batch in enumerate(batches(cases, config.batch_size)):
-        generations = generate_batch.submit(batch, config.model, config.cache_dir, config.concurrency, index)
-        checks = check_batch.submit(batch, generations, index)
+    for index, batch in enumerate(batches(items, config.batch_size)):
+        batch_cases = [case for case, _ in batch]
+        if config.outputs:
+            generations = [generation for _, generation in batch]
+        else:
+            generations = generate_batch.submit(batch_cases, config.model, config.cache_dir, config.concurrency, index)
+        checks = check_batch.submit(batch_cases, generations, index)
         judgements = judge_batch.submit(
-            batch, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index, config.judge
+            batch_cases, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index, config.judge
         )
-        stages.append((batch, generations, checks, judgements))
-    finished = [(b, g.result(), c.result(), j.result()) for b, g, c, j in stages]
+        stages.append((batch_cases, generations, checks, judgements))
+    finished = [(b, _value(g), c.result(), j.result()) for b, g, c, j in stages]
     return report(run_dir, config, finished, round(time.perf_counter() - started, 3))
+
+
+def _value(generations):
+    return generations if isinstance(generations, list) else generations.result()

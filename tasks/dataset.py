@@ -2,9 +2,15 @@ from __future__ import annotations
 
 from prefect import task
 
-from codegen_eval.dataset import Case, load_dataset
+from codegen_eval.dataset import Case, load_dataset, load_outputs
+from codegen_eval.generation import Generation, recorded
 
 
 @task(name="load-dataset")
 def load_cases(path: str) -> list[Case]:
     return load_dataset(path)
+
+
+@task(name="load-outputs")
+def load_recorded(path: str, cases: list[Case]) -> list[tuple[Case, Generation]]:
+    return [(case, recorded(case, r.output, r.cid)) for case, r in load_outputs(path, cases)]
