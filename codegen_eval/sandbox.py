@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
+PR_SET_CHILD_SUBREAPER = 36
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 MAX_RESULT_BYTES = 1 << 20
 # Per-slot uids from a range no real account uses; derived from the pid so two runs do not share one.
@@ -127,8 +128,10 @@ def _child(job: dict[str, Any], uid: int, limits: Limits, result_fd: int) -> Non
     except BaseException as exc:  # noqa: BLE001 (the child must always answer)
         result = {"status": "SANDBOX_ERROR", "message": f"{type(exc).__name__}: {exc}"}
     try:
-        data = json.dumps(result, default=str).encode()[:MAX_RESULT_BYTES]
-        os.write(result_fd, data)
+        data = json.dumps(result, default=str).encode()
+        if len(data) > MAX_RESULT_BYTES:
+            data = json.dumps({"status": "SANDBOX_ERROR", "message": "result too large"}).encode()
+        os.write(result_fd, data + b"\n")
     finally:
         os._exit(0)
 
@@ -162,9 +165,10 @@ def _run_one(job: dict[str, Any], uid: int, limits: Limits) -> dict[str, Any]:
         ready, _, _ = select.select([read_fd], [], [], remaining)
         if ready:
             chunk = os.read(read_fd, 65536)
-            if not chunk:
-                break
             chunks.append(chunk)
+            # A result ends with a newline; a process the job left behind may hold the pipe open.
+            if not chunk or chunk.endswith(b"\n"):
+                break
     os.close(read_fd)
     if timed_out:
         _kill_group(pid)
@@ -191,17 +195,28 @@ def _kill_group(pid: int) -> None:
 
 
 def _reap_uid(uid: int) -> None:
-    """Kill every process left running as `uid` (a child that forked and left its group)."""
-    if os.geteuid() != 0:
-        return
-    pid = os.fork()
-    if pid == 0:
+    """Kill every process left running as `uid` (one that forked and left its group too), then
+    collect them: the zygote is a child subreaper, so orphans of the job become its children."""
+    if os.geteuid() == 0:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setuid(uid)
+                for _ in range(100):  # again, in case one forked while the last round ran
+                    os.kill(-1, signal.SIGKILL)  # every process this uid may signal: the slot's own
+                    time.sleep(0.002)
+            except ProcessLookupError:
+                pass
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
         try:
-            os.setuid(uid)
-            os.kill(-1, signal.SIGKILL)  # every process this uid may signal, i.e. the slot's own
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.005)
+        except ChildProcessError:
+            return
 
 
 def _describe_exit(wait_status: int) -> str:
@@ -214,6 +229,7 @@ def serve(uid: int) -> None:
     """The zygote's loop: one JSON job per stdin line, one JSON result per stdout line."""
     from codegen_eval import harness
 
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     harness.warm_up()
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # nothing printed by accident can corrupt the protocol

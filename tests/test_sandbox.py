@@ -1,0 +1,104 @@
+"""Hostile candidates are contained, recorded as a status, and the run goes on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from codegen_eval.sandbox import Limits, Sandbox
+
+CALL = "def check(candidate):\n    candidate()\n"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    box = Sandbox(slots=2, limits=Limits(wall_s=4, cpu_s=4))
+    yield box
+    box.close()
+
+
+def run(sandbox, body: str, **extra):
+    code = "import os, socket, signal\n\ndef f():\n" + "".join(f"    {line}\n" for line in body.splitlines())
+    return sandbox.run({"kind": "python", "code": code, "entry_point": "f", "check": CALL, "aws": False, **extra})
+
+
+def slot_processes() -> int:
+    out = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True).stdout.split()
+    return sum(1 for uid in out if int(uid) >= 200_000)
+
+
+def test_infinite_loop_times_out(sandbox):
+    started = time.monotonic()
+    result = run(sandbox, "while True:\n    pass")
+    assert result.status == "TIMEOUT" and time.monotonic() - started < 8
+
+
+def test_fork_bomb_is_contained_and_cleaned_up(sandbox):
+    result = run(sandbox, "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+    assert result.status == "TIMEOUT"
+    assert slot_processes() == 0  # every process of the slot's uid was killed, escaped ones too
+
+
+def test_escaped_background_process_is_killed(sandbox):
+    result = run(sandbox, "if os.fork() == 0:\n    os.setsid()\n    while True:\n        pass")
+    assert result.status == "PASS"
+    assert slot_processes() == 0
+
+
+def test_memory_bomb_is_a_test_failure(sandbox):
+    result = run(sandbox, "x = bytearray(4 << 30)")
+    assert result.status == "TEST_FAIL" and "MemoryError" in result.message
+
+
+@pytest.mark.parametrize("address", [("1.1.1.1", 80), ("127.0.0.1", 22)])
+def test_no_network_not_even_loopback(sandbox, address):
+    result = run(sandbox, f"socket.create_connection({address!r}, timeout=2)")
+    assert result.status == "TEST_FAIL" and "Network is unreachable" in result.message
+
+
+def test_secrets_are_not_in_the_environment(sandbox, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-should-not-leak")
+    box = Sandbox(slots=1)  # zygotes started now, with the key in this process's environment
+    try:
+        result = run(box, "print(sorted(os.environ))\nassert 'ANTHROPIC_API_KEY' not in os.environ\nassert not any('sk-should' in v for v in os.environ.values())")
+    finally:
+        box.close()
+    assert result.status == "PASS" and "ANTHROPIC" not in result.output and "PATH" in result.output
+
+
+def test_aws_jobs_get_fake_credentials_only(sandbox):
+    # moto's mock_aws() swaps in its own fake keys; either way no real credential is there.
+    result = run(sandbox, "assert os.environ['AWS_ACCESS_KEY_ID'] in ('testing', 'FOOBARKEY')", aws=True)
+    assert result.status == "PASS"
+
+
+def test_writes_outside_the_temp_dir_are_refused_or_private(sandbox, tmp_path):
+    project_file = Path(__file__).resolve().parent / "pwned.txt"
+    result = run(sandbox, f"open({str(project_file)!r}, 'w').write('x')")
+    assert result.status == "TEST_FAIL" and "Permission denied" in result.message and not project_file.exists()
+    result = run(sandbox, "open('/tmp/codegen-eval-pwned.txt', 'w').write('x')")
+    assert result.status == "PASS" and not os.path.exists("/tmp/codegen-eval-pwned.txt")  # a private /tmp
+
+
+def test_cannot_kill_the_parent_or_init(sandbox):
+    for target in ("os.getppid()", "1"):
+        result = run(sandbox, f"os.kill({target}, signal.SIGKILL)")
+        assert result.status == "TEST_FAIL" and "Operation not permitted" in result.message
+    assert run(sandbox, "pass").status == "PASS"  # the sandbox still works
+
+
+def test_a_failing_check_names_the_assertion(sandbox):
+    job = {"kind": "python", "code": "def add(a, b):\n    return a - b\n", "entry_point": "add",
+           "check": "def check(candidate):\n    assert candidate(1, 1) == 0\n    assert candidate(2, 3) == 5\n", "aws": False}
+    result = sandbox.run(job)
+    assert result.status == "TEST_FAIL" and "check line 3: assert candidate(2, 3) == 5" in result.message
+
+
+def test_isolation_is_complete_here(sandbox):
+    # This machine runs the tests as root with namespaces available: nothing may be missing.
+    assert os.geteuid() == 0
+    assert run(sandbox, "pass").isolation == []
