@@ -38,7 +38,7 @@ VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "score": {"type": "integer", "minimum": 1, "maximum": 10},
-        "reasoning": {"type": "string", "maxLength": 600},
+        "reasoning": {"type": "string", "maxLength": 400},
         "strengths": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 3},
         "weaknesses": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 3},
     },

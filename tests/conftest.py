@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from codegen_eval.backends import reset_backends
 from tests.messages_api import MessagesAPI, seed_responder
 
 SECRET = "sk-ant-test-SECRET-4f9c2d"  # must never reach an artifact, a log or a cache key
-SEED = Path(__file__).resolve().parent.parent / "datasets" / "aws_codegen.jsonl"
+DATASET = Path(__file__).resolve().parent.parent / "datasets" / "aws_codegen.jsonl"
+# The seed's four cases (the dataset's first four lines), for end-to-end tests of a small run.
+SEED = Path(tempfile.mkdtemp(prefix="codegen-eval-seed-")) / "seed.jsonl"
+SEED.write_text("".join(DATASET.read_text().splitlines(keepends=True)[:4]))
 CLAUDE = "claude-haiku-4-5"
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -27,7 +27,7 @@ def test_bad_dataset_fails_before_any_call_and_writes_nothing(api, tmp_path):
 
 def test_missing_key_for_claude_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    result = CliRunner().invoke(app, ["run", "--model", CLAUDE, "--out", str(tmp_path / "runs")])
+    result = CliRunner().invoke(app, ["run", "--dataset", str(SEED), "--model", CLAUDE, "--out", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "ANTHROPIC_API_KEY is not set" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -35,14 +35,14 @@ def test_missing_key_for_claude_is_a_one_line_error(monkeypatch, tmp_path):
 def test_bad_rubric_is_rejected_up_front(api, tmp_path):
     rubric = tmp_path / "judge.j2"
     rubric.write_text("{{ task }} {{ nonsense }}")
-    result = CliRunner().invoke(app, ["run", "--model", CLAUDE, "--rubric", str(rubric), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(app, ["run", "--dataset", str(SEED), "--model", CLAUDE, "--rubric", str(rubric), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "'nonsense' is undefined" in result.output and api.count() == 0
 
 
 def test_run_prints_the_run_directory_last(prefect_api, api, tmp_path):
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "CODEGEN_EVAL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "codegen_eval.cli", "run", "--model", CLAUDE, "--out", str(tmp_path / "runs"), "--concurrency", "2"],
+        [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(SEED), "--model", CLAUDE, "--out", str(tmp_path / "runs"), "--concurrency", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

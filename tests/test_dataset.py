@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from codegen_eval.dataset import DatasetError, content_id, load_dataset
-from tests.conftest import SEED
+from tests.conftest import DATASET
 
 GOOD = {
     "id": "a",
@@ -30,8 +30,8 @@ def problems(path: Path) -> list[str]:
     return info.value.problems
 
 
-def test_seed_dataset_has_the_four_seed_cases():
-    cases = load_dataset(SEED)
+def test_dataset_starts_with_the_four_seed_cases():
+    cases = load_dataset(DATASET)[:4]
     assert [c.id for c in cases] == ["s3-list-buckets", "s3-upload-file", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
     assert [c.format for c in cases] == ["python", "python", "json", "regex"]
     assert all(c.tests for c in cases)

@@ -49,7 +49,7 @@ def test_grade_several_candidates_per_case_with_the_judge(prefect_api, api, tmp_
         {"id": "regex-s3-bucket-name", "output": cases["regex-s3-bucket-name"].expected},
     ]
     outputs = write_outputs(tmp_path / "outputs.jsonl", rows)
-    result = CliRunner().invoke(app, ["grade", "--outputs", str(outputs), "--judge-model", "claude-haiku-4-5", "--out", str(tmp_path / "runs")])
+    result = CliRunner().invoke(app, ["grade", "--dataset", str(SEED), "--outputs", str(outputs), "--judge-model", "claude-haiku-4-5", "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     run_dir = Path(result.output.strip().splitlines()[-1])
     verdicts = {(r.id, r.cid): r.verdict.value for r in load_results(run_dir)}

@@ -148,7 +148,7 @@ def test_prefect_records_batches_as_cached_and_publishes_artifacts(run, api):
         flow_run = client.read_flow_runs(limit=1, sort="START_TIME_DESC")[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
         states = {t.name.rsplit("-", 1)[0]: t.state.name for t in task_runs}
-        key = "verdicts-aws-codegen-claude-haiku-4-5"
+        key = "verdicts-seed-claude-haiku-4-5"  # <dataset stem>-<model>
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert states["generate-batch"] == "Cached" and states["judge-batch"] == "Cached"
     latest = max(artifacts, key=lambda a: a.created)
