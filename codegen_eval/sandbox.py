@@ -195,26 +195,41 @@ def _kill_group(pid: int) -> None:
 
 
 def _reap_uid(uid: int) -> None:
-    """Kill every process left running as `uid` (one that forked and left its group too), then
+    """Kill every process left running as `uid` (one that forked and left its group too), and
     collect them: the zygote is a child subreaper, so orphans of the job become its children."""
-    if os.geteuid() == 0:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setuid(uid)
-                for _ in range(100):  # again, in case one forked while the last round ran
-                    os.kill(-1, signal.SIGKILL)  # every process this uid may signal: the slot's own
-                    time.sleep(0.002)
-            except ProcessLookupError:
-                pass
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
     deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
+    while _pids_of(uid) and time.monotonic() < deadline:
+        if os.geteuid() == 0:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setuid(uid)
+                    os.kill(-1, signal.SIGKILL)  # every process this uid may signal: the slot's own
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+        _collect_children()
+        time.sleep(0.002)
+
+
+def _pids_of(uid: int) -> list[int]:
+    """Processes owned by `uid`, read from /proc (kill(-1) cannot tell: it may report success on none)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+def _collect_children() -> None:
+    while True:
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                time.sleep(0.005)
+                return
         except ChildProcessError:
             return
 
