@@ -60,6 +60,16 @@ class CallCache:
         except (OSError, diskcache.core.sqlite3.Error) as exc:
             raise CacheError(f"cannot write to cache directory {self.directory}: {exc}") from exc
 
+    def get_note(self, name: str) -> str | None:
+        """Small facts learned during runs (e.g. a model's output strategy), kept beside the answers."""
+        return self._store.get(f"note:{name}")
+
+    def set_note(self, name: str, value: str) -> None:
+        try:
+            self._store.set(f"note:{name}", value)
+        except (OSError, diskcache.core.sqlite3.Error) as exc:
+            raise CacheError(f"cannot write to cache directory {self.directory}: {exc}") from exc
+
     def __len__(self) -> int:
         return len(self._store)
 

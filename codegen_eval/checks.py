@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +22,14 @@ from codegen_eval.dataset import Case, Format, PolicyTests, PythonTests, RegexTe
 from codegen_eval.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
+# CPython 3.11 before 3.11.9 can corrupt ast.parse state when threads parse at once
+# ("AST constructor recursion depth mismatch"): checks run on several threads, so parse one at a time.
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(code: str) -> ast.Module:
+    with _AST_LOCK:
+        return ast.parse(code)
 
 
 class CheckStatus(StrEnum):
@@ -92,7 +101,7 @@ def python_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
 def undefined_names(code: str) -> CheckResult:
     from pyflakes import checker, messages
 
-    found = checker.Checker(ast.parse(code), "<candidate>").messages
+    found = checker.Checker(parse_python(code), "<candidate>").messages
     undefined = sorted({m.message_args[0] for m in found if isinstance(m, messages.UndefinedName)})
     if undefined:
         return CheckResult(name="names", status=CheckStatus.TEST_FAIL, message=f"undefined names: {', '.join(undefined)}")
@@ -120,7 +129,7 @@ def signature(code: str, expected: str, entry_point: str) -> CheckResult:
 
 def _function(code: str, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
     try:
-        tree = ast.parse(code)
+        tree = parse_python(code)
     except SyntaxError:
         return None
     return next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name), None)
@@ -221,4 +230,4 @@ def _syntax_error(message: str) -> CheckResult:
     return CheckResult(name="syntax", status=CheckStatus.SYNTAX_ERROR, message=message)
 
 
-_PARSERS = {"python": ast.parse, "json": json.loads, "regex": re.compile}
+_PARSERS = {"python": parse_python, "json": json.loads, "regex": re.compile}

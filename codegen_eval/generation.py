@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from pydantic import BaseModel
 
-from codegen_eval.backends import Message, ModelRequest, Usage
+from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.cache import CallCache
-from codegen_eval.calls import cached_call
 from codegen_eval.dataset import Case
+from codegen_eval.strategies import Strategy, call_with_fallback
 
 PROMPT = "Write AWS {format} code for the following task. Return ONLY the code — no explanation.\n\nTask:\n{task}"
 FORMAT_NAMES = {"python": "Python", "json": "JSON", "regex": "regex"}
 PREFILLS = {"python": "```python\n", "json": "```json\n", "regex": "```\n"}
 STOP = "```"
 MAX_TOKENS = 1024
+CODE_SCHEMA = {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"], "additionalProperties": False}
+FENCED_INSTRUCTION = "\n\nPut the code in one fenced code block."
 
 
 class Generation(BaseModel):
@@ -29,24 +32,37 @@ class Generation(BaseModel):
     calls: int = 0
     key: str | None = None
     error: str | None = None
+    strategy: str | None = None
+    truncated: bool = False  # stopped at max_tokens
+    refused: bool = False  # stop_reason "refusal": not graded, not cached
 
 
-def generation_request(case: Case, model: str) -> ModelRequest:
+def generation_request(case: Case, model: str, strategy: Strategy = Strategy.PREFILL) -> ModelRequest:
     prompt = PROMPT.format(format=FORMAT_NAMES[case.format], task=case.task)
-    return ModelRequest(
-        model=model,
-        messages=(Message(role="user", content=prompt), Message(role="assistant", content=PREFILLS[case.format])),
-        max_tokens=MAX_TOKENS,
-        stop_sequences=(STOP,),
-    )
+    if strategy is Strategy.PREFILL:
+        messages = (Message(role="user", content=prompt), Message(role="assistant", content=PREFILLS[case.format]))
+        return ModelRequest(model=model, messages=messages, max_tokens=MAX_TOKENS, stop_sequences=(STOP,))
+    if strategy is Strategy.STRUCTURED:
+        messages = (Message(role="user", content=prompt),)
+        return ModelRequest(model=model, messages=messages, max_tokens=MAX_TOKENS, json_schema=CODE_SCHEMA)
+    messages = (Message(role="user", content=prompt + FENCED_INSTRUCTION),)
+    return ModelRequest(model=model, messages=messages, max_tokens=MAX_TOKENS)
 
 
-def extract_code(text: str) -> str:
-    """The code in a continuation of the prefilled fence.
+def extract_code(text: str, strategy: Strategy = Strategy.PREFILL) -> str:
+    """The code in an answer, by strategy.
 
-    The stop sequence normally ends it; a backend that ran on past a fence, or a model that opened
-    a second fence of its own, is cut back to the code.
+    prefill: the continuation of the opened fence; the stop sequence normally ends it, and a backend
+    that ran past a fence, or a model that opened a second fence, is cut back to the code.
+    structured: the "code" field. fenced: the first fenced block (the whole answer if it has none).
     """
+    if strategy is Strategy.STRUCTURED:
+        try:
+            return str(json.loads(text)["code"]).strip("\n").rstrip()
+        except (ValueError, KeyError, TypeError):
+            return _first_fenced_block(text)
+    if strategy is Strategy.FENCED:
+        return _first_fenced_block(text)
     code = text.split(STOP, 1)[0]
     first, _, rest = code.partition("\n")
     if first.strip().lower() in {"python", "json", "regex", "py"} and rest:
@@ -54,25 +70,35 @@ def extract_code(text: str) -> str:
     return code.strip("\n").rstrip()
 
 
+def _first_fenced_block(text: str) -> str:
+    fenced = re.search(r"```[\w+-]*\n(.*?)(?:```|\Z)", text, re.DOTALL)
+    return (fenced.group(1) if fenced else text).strip("\n").rstrip()
+
+
+def _not_refused(response: ModelResponse) -> bool:
+    return response.stop_reason != "refusal"
+
+
 def generate(case: Case, model: str, cache: CallCache) -> Generation:
-    result = cached_call(generation_request(case, model), cache)
+    result, strategy, made = call_with_fallback(model, cache, lambda s: generation_request(case, model, s), _not_refused)
     if result.response is None:
-        return Generation(case_id=case.id, key=result.key, error=result.error, calls=1)
+        return Generation(case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value)
     response = result.response
     return Generation(
         case_id=case.id,
-        code=extract_code(response.text),
+        code=extract_code(response.text, strategy),
         raw=response.text,
         stop_reason=response.stop_reason,
         usage=response.usage,
         cached=result.cached,
-        calls=0 if result.cached else 1,
+        calls=made,
         key=result.key,
+        strategy=strategy.value,
+        truncated=response.stop_reason == "max_tokens",
+        refused=response.stop_reason == "refusal",
     )
 
 
 def recorded(case: Case, output: str, cid: str | None = None) -> Generation:
     """A pre-recorded output as a generation: the first fenced block if it has one, else all of it."""
-    fenced = re.search(r"```[\w+-]*\n(.*?)(?:```|\Z)", output, re.DOTALL)
-    code = fenced.group(1) if fenced else output
-    return Generation(case_id=case.id, cid=cid, code=code.strip("\n").rstrip(), raw=output, stop_reason="recorded")
+    return Generation(case_id=case.id, cid=cid, code=_first_fenced_block(output), raw=output, stop_reason="recorded")

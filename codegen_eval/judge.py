@@ -15,6 +15,7 @@ from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.cache import CallCache
 from codegen_eval.calls import cached_call
 from codegen_eval.dataset import Case
+from codegen_eval.strategies import Strategy, call_with_fallback
 
 DEFAULT_RUBRIC = Path(__file__).parent / "templates" / "judge.j2"
 PREFILL = "```json\n"
@@ -69,17 +70,18 @@ def load_rubric(path: str | None = None) -> jinja2.Template:
     return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(source)
 
 
-def judge_request(case: Case, output: str, model: str, rubric: str | None = None) -> ModelRequest:
+def judge_request(case: Case, output: str, model: str, rubric: str | None = None, strategy: Strategy = Strategy.PREFILL) -> ModelRequest:
+    """prefill: "```json" + stop (and a grammar on the local model); structured: the verdict schema as
+    structured output, valid by construction; fenced: the rubric alone, the JSON object found in the text."""
     prompt = load_rubric(rubric).render(
         task=case.task, output=output, expected=case.expected, criteria=case.solution_criteria, format=case.format
     )
-    return ModelRequest(
-        model=model,
-        messages=(Message(role="user", content=prompt), Message(role="assistant", content=PREFILL)),
-        max_tokens=MAX_TOKENS,
-        stop_sequences=(STOP,),
-        json_schema=VERDICT_SCHEMA,
-    )
+    user = Message(role="user", content=prompt)
+    if strategy is Strategy.PREFILL:
+        messages = (user, Message(role="assistant", content=PREFILL))
+        return ModelRequest(model=model, messages=messages, max_tokens=MAX_TOKENS, stop_sequences=(STOP,), json_schema=VERDICT_SCHEMA)
+    schema = VERDICT_SCHEMA if strategy is Strategy.STRUCTURED else None
+    return ModelRequest(model=model, messages=(user,), max_tokens=MAX_TOKENS, json_schema=schema)
 
 
 def parse_verdict(text: str) -> JudgeVerdict:
@@ -113,11 +115,14 @@ def judge(case: Case, output: str, model: str, cache: CallCache, rubric: str | N
     """Grade one output: one attempt, and one retry that tells the judge what was wrong."""
     if not output.strip():
         return Judgement(status=JudgeStatus.SKIPPED, error="no code to judge")
-    request = judge_request(case, output, model, rubric)
     judgement = Judgement(status=JudgeStatus.JUDGE_ERROR)
-    for _attempt in range(2):
-        result = cached_call(request, cache, accept=_usable)
-        judgement.calls += 0 if result.cached else 1
+    result, strategy, made = call_with_fallback(model, cache, lambda s: judge_request(case, output, model, rubric, s), _usable)
+    request = judge_request(case, output, model, rubric, strategy)
+    for attempt in range(2):
+        if attempt:
+            result = cached_call(request, cache, accept=_usable)
+            made = 0 if result.cached else 1
+        judgement.calls += made
         judgement.cached_calls += 1 if result.cached else 0
         if result.response is None:
             judgement.error = result.error
@@ -139,10 +144,12 @@ def judge(case: Case, output: str, model: str, cache: CallCache, rubric: str | N
 
 
 def _retry_request(request: ModelRequest, answer: str, problem: str) -> ModelRequest:
+    """The conversation so far, the unusable answer, and what was wrong with it."""
+    prefill = request.prefill
     messages = (
-        *request.messages[:-1],
-        Message(role="assistant", content=PREFILL + answer),
+        *request.messages[: -1 if prefill else None],
+        Message(role="assistant", content=prefill + answer),
         Message(role="user", content=RETRY_PROMPT.format(problem=problem)),
-        Message(role="assistant", content=PREFILL),
+        *((Message(role="assistant", content=prefill),) if prefill else ()),
     )
     return request.model_copy(update={"messages": messages})

@@ -60,7 +60,8 @@ class Summary(BaseModel):
 def assemble(
     case: Case, generation: Generation, checks: list[CheckResult], judgement: Judgement, scoring: ScoringConfig
 ) -> CaseResult:
-    score = score_case(checks, judgement, generation.error, scoring)
+    failure = "GENERATION_ERROR" if generation.error else "REFUSED" if generation.refused else None
+    score = score_case(checks, judgement, failure, scoring)
     return CaseResult(
         id=case.id,
         cid=generation.cid,

@@ -9,8 +9,8 @@ names, wrong signature, timeout, sandbox error). Verdict, with defaults pass_at 
 - a fatal check failure is FAIL, whatever the judge says;
 - some test items failing is PARTIAL at best: a judge can never lift a failing test to PASS;
 - otherwise PASS at score >= pass_at, PARTIAL at >= partial_at, FAIL below.
-ERROR when the case could not be graded: the generation call failed, or the checks passed but the
-judge gave no usable answer (JUDGE_ERROR). Without a judge (skipped), the score is the checks score.
+ERROR when the case could not be graded: the generation call failed (GENERATION_ERROR), the model
+refused (REFUSED), or the checks passed but the judge gave no usable answer (JUDGE_ERROR). Without a judge (skipped), the score is the checks score.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ class Score(BaseModel):
 
 
 def score_case(
-    checks: list[CheckResult], judgement: Judgement, generation_error: str | None, config: ScoringConfig
+    checks: list[CheckResult], judgement: Judgement, generation_failure: str | None, config: ScoringConfig
 ) -> Score:
-    if generation_error:
-        return Score(score=None, verdict=Verdict.ERROR, status="GENERATION_ERROR")
+    """`generation_failure`: why there is nothing to grade (GENERATION_ERROR, REFUSED), or None."""
+    if generation_failure:
+        return Score(score=None, verdict=Verdict.ERROR, status=generation_failure)
     failed = [c for c in checks if c.gate and not c.passed]
     fatal = next((c for c in failed if c.fraction is None), None)
     fractions = [c.fraction for c in checks if c.gate and c.fraction is not None]

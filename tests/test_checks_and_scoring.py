@@ -70,7 +70,7 @@ def test_judge_error_is_error_not_fail_and_generation_error_is_error():
     judge_error = Judgement(status=JudgeStatus.JUDGE_ERROR, error="invalid JSON", raw="garbage")
     assert score_case(syntax_ok, judge_error, None, ScoringConfig()).model_dump() == {
         "score": None, "verdict": Verdict.ERROR, "status": "JUDGE_ERROR"}
-    assert score_case([], Judgement(status=JudgeStatus.SKIPPED), "RateLimitError", ScoringConfig()).verdict is Verdict.ERROR
+    assert score_case([], Judgement(status=JudgeStatus.SKIPPED), "GENERATION_ERROR", ScoringConfig()).verdict is Verdict.ERROR
 
 
 def test_no_code_fails_without_a_judge():

@@ -38,6 +38,8 @@ class AnthropicBackend:
             kwargs["stop_sequences"] = list(request.stop_sequences)
         if request.system:
             kwargs["system"] = request.system
+        if request.json_schema is not None and not request.prefill:
+            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": api_schema(request.json_schema)}}
         try:
             message = self._client.messages.create(**kwargs)
         except anthropic.APIError as exc:
@@ -53,3 +55,19 @@ def _short(exc: anthropic.APIError) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message", exc))
     return str(exc)[:300]
+
+
+# Keywords structured outputs do not accept; the local grammar uses them to bound a small model.
+_UNSUPPORTED = {"maxLength", "minLength", "maxItems", "minItems", "minimum", "maximum"}
+
+
+def api_schema(schema: Any) -> Any:
+    """A JSON schema as structured outputs accept it: closed objects, no length or range bounds."""
+    if isinstance(schema, dict):
+        cleaned = {k: api_schema(v) for k, v in schema.items() if k not in _UNSUPPORTED}
+        if cleaned.get("type") == "object":
+            cleaned["additionalProperties"] = False
+        return cleaned
+    if isinstance(schema, list):
+        return [api_schema(v) for v in schema]
+    return schema
