@@ -48,6 +48,7 @@ class Summary(BaseModel):
     verdicts: dict[str, int]
     pass_rate: float
     statuses: dict[str, int]
+    strategies: dict[str, int]  # how the code was asked for: prefill, structured, fenced (or recorded)
     by_format: dict[str, dict[str, int]]
     by_difficulty: dict[str, dict[str, int]]
     generation: StageStats
@@ -98,6 +99,7 @@ def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: st
         verdicts={v: verdicts.get(v, 0) for v in VERDICTS},
         pass_rate=round(verdicts.get("PASS", 0) / len(results), 4) if results else 0.0,
         statuses=dict(Counter(r.status for r in results)),
+        strategies=dict(Counter(r.generation.strategy or "recorded" for r in results)),
         by_format={k: _full(c) for k, c in sorted(by_format.items())},
         by_difficulty={k: _full(c) for k, c in sorted(by_difficulty.items())},
         generation=generation,

@@ -22,6 +22,8 @@ class Reply:
     status: int = 200
     error: dict[str, Any] | None = None  # the API's {"type", "message"} for a non-200 reply
     headers: dict[str, str] = field(default_factory=dict)
+    thinking: str | None = None  # a thinking block sent before the text
+    stop_reason: str | None = None  # force one (e.g. "max_tokens", "refusal")
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -70,13 +72,17 @@ class MessagesAPI:
             if stop in text:
                 text, stop_reason, stop_sequence = text.split(stop, 1)[0], "stop_sequence", stop
                 break
+        stop_reason = reply.stop_reason or stop_reason
+        content = [{"type": "text", "text": text}]
+        if reply.thinking is not None:
+            content.insert(0, {"type": "thinking", "thinking": reply.thinking, "signature": "sig"})
         prompt_words = sum(len(str(m["content"]).split()) for m in body["messages"])
         message = {
             "id": f"msg_{next(self._ids):06d}",
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
             "usage": {"input_tokens": prompt_words, "output_tokens": len(text.split())},
@@ -120,28 +126,49 @@ def prompt_of(body: dict[str, Any]) -> str:
     return str(body["messages"][0]["content"])
 
 
-# Answers for the four seed cases, as a model that follows the prefill would write them.
+# Code for the four seed cases (a model that follows the prefill writes it, then closes the fence).
 SEED_ANSWERS = {
-    "list_s3_buckets": 'import boto3\n\ndef list_s3_buckets():\n    s3 = boto3.client("s3")\n    return [b["Name"] for b in s3.list_buckets().get("Buckets", [])]\n```\nThis lists the buckets.',
-    "upload_to_s3": 'import boto3\nfrom boto3.exceptions import S3UploadFailedError\nfrom botocore.exceptions import ClientError\n\ndef upload_to_s3(file_path, bucket_name, object_key):\n    try:\n        boto3.client("s3").upload_file(file_path, bucket_name, object_key)\n    except (ClientError, S3UploadFailedError, FileNotFoundError):\n        return False\n    return True\n```',
-    "my-data-bucket": '{\n  "Version": "2012-10-17",\n  "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::my-data-bucket"},\n    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::my-data-bucket/*"}]\n}\n```',
-    "regular expression": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$\n```",
+    "list_s3_buckets": 'import boto3\n\ndef list_s3_buckets():\n    s3 = boto3.client("s3")\n    return [b["Name"] for b in s3.list_buckets().get("Buckets", [])]\n',
+    "upload_to_s3": 'import boto3\nfrom boto3.exceptions import S3UploadFailedError\nfrom botocore.exceptions import ClientError\n\ndef upload_to_s3(file_path, bucket_name, object_key):\n    try:\n        boto3.client("s3").upload_file(file_path, bucket_name, object_key)\n    except (ClientError, S3UploadFailedError, FileNotFoundError):\n        return False\n    return True\n',
+    "my-data-bucket": '{\n  "Version": "2012-10-17",\n  "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::my-data-bucket"},\n    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::my-data-bucket/*"}]\n}\n',
+    "regular expression": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$\n",
 }
 
 GOOD_VERDICT = {"score": 9, "reasoning": "Correct and idiomatic.", "strengths": ["uses boto3"], "weaknesses": []}
 
+# Models that answer a final assistant message with a 400, as the API does (the rest accept prefill).
+REJECTS_PREFILL = ("claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-4-6", "claude-sonnet-5",
+                   "claude-opus-5", "claude-haiku-5-5", "claude-fable-5", "claude-new-")
+PREFILL_400 = Reply(status=400, error={"type": "invalid_request_error", "message":
+                    "This model does not support assistant message prefill. The conversation must end with a user message."})
 
-def seed_responder(verdict: dict[str, Any] | str = GOOD_VERDICT) -> Responder:
-    """Code for the seed cases, and `verdict` (a dict, or raw text) for every judge request."""
+
+def code_for(body: dict[str, Any]) -> str:
+    prompt = prompt_of(body)
+    return next((answer for needle, answer in SEED_ANSWERS.items() if needle in prompt), "print('hello')\n")
+
+
+def shape(body: dict[str, Any], payload: str, structured: str | None = None) -> str:
+    """The answer as the request asks for it: after a prefill, as structured output, or in prose."""
+    last = body["messages"][-1]
+    if last["role"] == "assistant":
+        return payload + "```\nThat is the answer."
+    if body.get("output_config"):
+        return structured if structured is not None else payload
+    return f"Here you go:\n```\n{payload}```\nAnything else?"
+
+
+def seed_responder(verdict: dict[str, Any] | str = GOOD_VERDICT, thinking: str | None = None) -> Responder:
+    """Code for the seed cases and `verdict` (a dict, or raw text) for every judge request, shaped by
+    the request; models in REJECTS_PREFILL refuse a prefill with the API's 400."""
 
     def respond(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "assistant" and body["model"].startswith(REJECTS_PREFILL):
+            return PREFILL_400
         if request_kind(body) == "judge":
             text = verdict if isinstance(verdict, str) else json.dumps(verdict)
-            return Reply(text=text + "\n```")
-        prompt = prompt_of(body)
-        for needle, answer in SEED_ANSWERS.items():
-            if needle in prompt:
-                return Reply(text=answer)
-        return Reply(text="print('hello')\n```")
+            return Reply(text=shape(body, text + "\n"), thinking=thinking)
+        code = code_for(body)
+        return Reply(text=shape(body, code, json.dumps({"code": code})), thinking=thinking)
 
     return respond

@@ -1,0 +1,125 @@
+"""Current and older Claude models through the emulator: strategies, stop reasons, retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codegen_eval.cache import CallCache
+from codegen_eval.config import RunConfig
+from codegen_eval.report import load_results
+from codegen_eval.strategies import Strategy, known_strategy, strategy_for
+from flows.evaluate import evaluate
+from tests.conftest import SEED
+from tests.messages_api import PREFILL_400, Reply, seed_responder
+
+
+@pytest.fixture
+def run(prefect_api, api, tmp_path, cache_dir):
+    def run_once(model: str, **overrides) -> Path:
+        settings = {"dataset": str(SEED), "model": model, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
+        return Path(evaluate(RunConfig(**{**settings, **overrides})))
+
+    return run_once
+
+
+def last_messages(api):
+    return [r["messages"][-1]["role"] for r in api.requests]
+
+
+@pytest.mark.parametrize(
+    ("model", "strategy"),
+    [("claude-haiku-4-5", "prefill"), ("claude-sonnet-4-5", "prefill"), ("claude-opus-4-5", "prefill"),
+     ("claude-sonnet-4-6", "structured"), ("claude-opus-4-8", "structured"), ("claude-sonnet-5-5", "structured"),
+     ("claude-haiku-5-5", "structured"), ("claude-opus-5", "structured"), ("claude-fable-5-1", "structured"), ("local", "prefill")],
+)
+def test_known_models_are_mapped_up_front(model, strategy):
+    assert known_strategy(model).value == strategy
+
+
+def test_current_model_gets_structured_output_and_clean_code(run, api):
+    run_dir = run("claude-sonnet-4-6")
+    results = load_results(run_dir)
+    assert {r.verdict.value for r in results} == {"PASS"} and {r.generation.strategy for r in results} == {"structured"}
+    assert results[0].output.startswith("import boto3") and "```" not in results[0].output
+    assert "assistant" not in last_messages(api)  # never a prefill, so never the 400
+    generation = next(r for r in api.requests if r["messages"][0]["content"].startswith("Write AWS"))
+    assert generation["output_config"]["format"]["schema"]["properties"] == {"code": {"type": "string"}}
+    judge_schema = next(r for r in api.requests if not r["messages"][0]["content"].startswith("Write AWS"))["output_config"]["format"]["schema"]
+    assert judge_schema["additionalProperties"] is False and "maxLength" not in json.dumps(judge_schema)
+    assert "structured</span>" in (run_dir / "report.html").read_text()
+
+
+def test_older_model_keeps_prefill(run, api):
+    run_dir = run("claude-haiku-4-5")
+    assert {r.generation.strategy for r in load_results(run_dir)} == {"prefill"}
+    assert set(last_messages(api)) == {"assistant"} and all("output_config" not in r for r in api.requests)
+    assert json.loads((run_dir / "summary.json").read_text())["strategies"] == {"prefill": 4}
+
+
+def test_unknown_model_switches_on_the_prefill_400_and_remembers(run, api, cache_dir):
+    results = load_results(run("claude-new-model"))
+    assert {r.verdict.value for r in results} == {"PASS"} and {r.generation.strategy for r in results} == {"structured"}
+    rejected = [r for r in api.requests if r["messages"][-1]["role"] == "assistant"]
+    assert 1 <= len(rejected) <= 8  # the first calls, before the switch was known
+    assert strategy_for("claude-new-model", CallCache(cache_dir)) is Strategy.STRUCTURED
+    api.reset()
+    run("claude-new-model", rubric=str(Path(__file__).parent / "data" / "terse_judge.j2"))
+    assert "assistant" not in last_messages(api) and api.count("generate") == 0  # remembered; generations cached
+
+
+def test_thinking_blocks_are_skipped(run, api):
+    api.responder = seed_responder(thinking="Let me think about boto3 first.")
+    results = load_results(run("claude-haiku-4-5"))
+    assert {r.verdict.value for r in results} == {"PASS"} and "think" not in results[0].output
+
+
+def test_max_tokens_marks_the_output_truncated(run, api):
+    def respond(body):
+        if body["messages"][0]["content"].startswith("Write AWS") and "list_s3_buckets" in body["messages"][0]["content"]:
+            return Reply(text="import boto3\n\ndef list_s3_buckets():\n    s3 = boto3.client(\"s", stop_reason="max_tokens")
+        return seed_responder()(body)
+
+    api.responder = respond
+    run_dir = run("claude-haiku-4-5")
+    truncated = next(r for r in load_results(run_dir) if r.id == "s3-list-buckets")
+    assert truncated.generation.truncated and truncated.verdict.value == "FAIL" and truncated.status == "SYNTAX_ERROR"
+    assert "truncated at max_tokens" in (run_dir / "report.html").read_text()
+
+
+def test_refusal_is_refused_not_fail_and_not_cached(run, api):
+    def respond(body):
+        if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+            return Reply(text="I can't help with that.", stop_reason="refusal")
+        return seed_responder()(body)
+
+    api.responder = respond
+    refused = next(r for r in load_results(run("claude-haiku-4-5")) if r.id == "regex-s3-bucket-name")
+    assert (refused.verdict.value, refused.status, refused.generation.refused) == ("ERROR", "REFUSED", True)
+    api.reset()
+    run("claude-haiku-4-5")
+    assert api.count("generate") == 1  # asked again: a refusal is not a cached success
+
+
+def test_sdk_retries_carry_429_and_529(run, api):
+    seen: dict[str, int] = {}
+
+    def respond(body):
+        key = json.dumps(body["messages"])
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] == 1:
+            return Reply(status=429, error={"type": "rate_limit_error", "message": "slow down"}, headers={"retry-after": "0"})
+        if seen[key] == 2 and "list_s3_buckets" in key:
+            return Reply(status=529, error={"type": "overloaded_error", "message": "overloaded"}, headers={"retry-after": "0"})
+        return seed_responder()(body)
+
+    api.responder = respond
+    results = load_results(run("claude-haiku-4-5"))
+    assert {r.verdict.value for r in results} == {"PASS"}
+    assert api.count() == 8 * 2 + 2  # every call retried once after 429; list_s3_buckets' twice (529)
+
+
+def test_prefill_400_text_is_the_apis(api):
+    assert PREFILL_400.status == 400 and "does not support assistant message prefill" in PREFILL_400.error["message"]
