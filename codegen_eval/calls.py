@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from codegen_eval.backends import BackendError, ModelRequest, ModelResponse, get_backend
 from codegen_eval.cache import CallCache, request_key
+from codegen_eval.pricing import Budget, cost_usd, worst_case_usd
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -21,12 +22,14 @@ class CallResult(BaseModel):
     cached: bool
     response: ModelResponse | None = None
     error: str | None = None
+    over_budget: bool = False  # not made: its worst-case cost would pass --max-cost
 
 
 def cached_call(
     request: ModelRequest,
     cache: CallCache,
     accept: Callable[[ModelResponse], bool] | None = None,
+    budget: Budget | None = None,
 ) -> CallResult:
     """Answer from the cache, or call the model and store the answer if `accept` approves it."""
     backend = get_backend(request.model)
@@ -35,10 +38,17 @@ def cached_call(
     hit = cache.get(key)
     if hit is not None:
         return CallResult(key=key, cached=True, response=hit)
+    estimate = worst_case_usd(request) if budget else 0.0
+    if budget and not budget.reserve(estimate):
+        return CallResult(key=key, cached=False, error="not made: the --max-cost budget would be exceeded", over_budget=True)
     try:
         response = backend.complete(request)
     except BackendError as exc:
+        if budget:
+            budget.settle(estimate, 0.0)
         return CallResult(key=key, cached=False, error=str(exc))
+    if budget:
+        budget.settle(estimate, cost_usd(request.model, response.usage) or 0.0)
     if accept is None or accept(response):
         cache.put(key, request, identity, response)
     return CallResult(key=key, cached=False, response=response)

@@ -17,6 +17,7 @@ from codegen_eval.backends import ConfigError, default_model, get_backend
 from codegen_eval.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig
 from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
+from codegen_eval.pricing import price
 from codegen_eval.scoring import ScoringConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
@@ -37,6 +38,7 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Cases per Prefect task.")]
 PassAt = Annotated[float, typer.Option(help="Score at or above which a case is PASS.")]
 PartialAt = Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")]
 NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")]
+MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
 
 
 @app.command()
@@ -51,10 +53,12 @@ def run(
     pass_at: PassAt = 8.0,
     partial_at: PartialAt = 5.0,
     no_judge: NoJudge = False,
+    max_cost: MaxCost = None,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
-    _execute(_config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge))
+    config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    _execute(config.model_copy(update={"max_cost_usd": max_cost}))
 
 
 @app.command()
@@ -69,10 +73,11 @@ def grade(
     pass_at: PassAt = 8.0,
     partial_at: PartialAt = 5.0,
     no_judge: NoJudge = False,
+    max_cost: MaxCost = None,
 ) -> None:
     """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
     config = _config(dataset, f"recorded:{outputs.name}", judge_model or default_model(), rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    _execute(config.model_copy(update={"outputs": str(outputs)}))
+    _execute(config.model_copy(update={"outputs": str(outputs), "max_cost_usd": max_cost}))
 
 
 def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge) -> RunConfig:
@@ -92,7 +97,28 @@ def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, p
 
 def _execute(config: RunConfig) -> None:
     total = _preflight(config)
-    print(_run_flow(config, total))
+    run_dir = _run_flow(config, total)
+    _print_summary(Path(run_dir))
+    print(run_dir)
+
+
+def _print_summary(run_dir: Path) -> None:
+    """Verdicts, calls, tokens and cost on stderr, so stdout stays the run directory alone."""
+    from rich.table import Table
+
+    from codegen_eval.results import Summary
+
+    summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
+    verdicts = "  ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
+    table = Table(title=f"{summary.cases} cases · {verdicts} · pass rate {summary.pass_rate:.0%}", title_justify="left")
+    for column in ("stage", "calls made", "from cache", "input tokens", "output tokens", "cost USD"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.input_tokens), str(stage.output_tokens), cost)
+    err.print(table)
+    if summary.over_budget:
+        err.print(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow")
 
 
 def _preflight(config: RunConfig) -> int:
@@ -109,6 +135,8 @@ def _preflight(config: RunConfig) -> int:
             models.add(config.model)
         for model in models:
             get_backend(model)
+            if config.max_cost_usd is not None and price(model) is None:
+                raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)
     except DatasetError as exc:
         _fail("invalid input: " + "\n".join(exc.problems))

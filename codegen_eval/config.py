@@ -17,6 +17,7 @@ class RunConfig(BaseModel):
     judge_model: str | None = None  # None: the same as model
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
     judge: bool = True  # False (--no-judge): verdicts from the checks alone
+    max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
     outputs: str | None = None  # grade these recorded outputs ({"id", "output", "cid"?} per line) instead of generating
     out: str = DEFAULT_OUT
     cache_dir: str | None = None  # None: CODEGEN_EVAL_CACHE_DIR or artifacts/cache

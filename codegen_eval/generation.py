@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.cache import CallCache
 from codegen_eval.dataset import Case
+from codegen_eval.pricing import Budget
 from codegen_eval.strategies import Strategy, call_with_fallback
 
 PROMPT = "Write AWS {format} code for the following task. Return ONLY the code — no explanation.\n\nTask:\n{task}"
@@ -35,6 +36,7 @@ class Generation(BaseModel):
     strategy: str | None = None
     truncated: bool = False  # stopped at max_tokens
     refused: bool = False  # stop_reason "refusal": not graded, not cached
+    over_budget: bool = False  # not asked: --max-cost would have been exceeded
 
 
 def generation_request(case: Case, model: str, strategy: Strategy = Strategy.PREFILL) -> ModelRequest:
@@ -79,10 +81,13 @@ def _not_refused(response: ModelResponse) -> bool:
     return response.stop_reason != "refusal"
 
 
-def generate(case: Case, model: str, cache: CallCache) -> Generation:
-    result, strategy, made = call_with_fallback(model, cache, lambda s: generation_request(case, model, s), _not_refused)
+def generate(case: Case, model: str, cache: CallCache, budget: Budget | None = None) -> Generation:
+    build = lambda s: generation_request(case, model, s)  # noqa: E731
+    result, strategy, made = call_with_fallback(model, cache, build, _not_refused, budget)
     if result.response is None:
-        return Generation(case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value)
+        return Generation(
+            case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value, over_budget=result.over_budget
+        )
     response = result.response
     return Generation(
         case_id=case.id,

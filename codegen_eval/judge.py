@@ -15,6 +15,7 @@ from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.cache import CallCache
 from codegen_eval.calls import cached_call
 from codegen_eval.dataset import Case
+from codegen_eval.pricing import Budget
 from codegen_eval.strategies import Strategy, call_with_fallback
 
 DEFAULT_RUBRIC = Path(__file__).parent / "templates" / "judge.j2"
@@ -51,6 +52,7 @@ class JudgeStatus(StrEnum):
     OK = "OK"
     JUDGE_ERROR = "JUDGE_ERROR"
     SKIPPED = "SKIPPED"
+    OVER_BUDGET = "OVER_BUDGET"  # not asked: --max-cost would have been exceeded
 
 
 class Judgement(BaseModel):
@@ -111,21 +113,26 @@ def _usable(response: ModelResponse) -> bool:
     return True
 
 
-def judge(case: Case, output: str, model: str, cache: CallCache, rubric: str | None = None) -> Judgement:
+def judge(
+    case: Case, output: str, model: str, cache: CallCache, rubric: str | None = None, budget: Budget | None = None
+) -> Judgement:
     """Grade one output: one attempt, and one retry that tells the judge what was wrong."""
     if not output.strip():
         return Judgement(status=JudgeStatus.SKIPPED, error="no code to judge")
     judgement = Judgement(status=JudgeStatus.JUDGE_ERROR)
-    result, strategy, made = call_with_fallback(model, cache, lambda s: judge_request(case, output, model, rubric, s), _usable)
+    build = lambda s: judge_request(case, output, model, rubric, s)  # noqa: E731
+    result, strategy, made = call_with_fallback(model, cache, build, _usable, budget)
     request = judge_request(case, output, model, rubric, strategy)
     for attempt in range(2):
         if attempt:
-            result = cached_call(request, cache, accept=_usable)
+            result = cached_call(request, cache, accept=_usable, budget=budget)
             made = 0 if result.cached else 1
         judgement.calls += made
         judgement.cached_calls += 1 if result.cached else 0
         if result.response is None:
             judgement.error = result.error
+            if result.over_budget:
+                judgement.status = JudgeStatus.OVER_BUDGET
             return judgement  # the API failed (after its retries): asking again now would fail too
         if not result.cached:  # usage counts what this run paid for
             judgement.usage = Usage(

@@ -6,11 +6,12 @@ from collections import Counter, defaultdict
 
 from pydantic import BaseModel
 
-from codegen_eval.backends import LOCAL_MODEL
+from codegen_eval.backends import LOCAL_MODEL, Usage
 from codegen_eval.checks import CheckResult
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import Judgement
+from codegen_eval.pricing import cost_usd
 from codegen_eval.scoring import ScoringConfig, Verdict, score_case
 
 VERDICTS = [v.value for v in Verdict]
@@ -36,6 +37,7 @@ class StageStats(BaseModel):
     calls_cached: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float | None = 0.0  # of the calls made; None when the model's price is unknown
 
 
 class Summary(BaseModel):
@@ -54,6 +56,8 @@ class Summary(BaseModel):
     generation: StageStats
     judging: StageStats
     total_tokens: int
+    cost_usd: float | None
+    over_budget: int  # cases left ungraded (in part or whole) by --max-cost
     small_local_judge: bool
     wall_seconds: float | None = None
 
@@ -61,7 +65,12 @@ class Summary(BaseModel):
 def assemble(
     case: Case, generation: Generation, checks: list[CheckResult], judgement: Judgement, scoring: ScoringConfig
 ) -> CaseResult:
-    failure = "GENERATION_ERROR" if generation.error else "REFUSED" if generation.refused else None
+    failure = (
+        "OVER_BUDGET" if generation.over_budget
+        else "GENERATION_ERROR" if generation.error
+        else "REFUSED" if generation.refused
+        else None
+    )
     score = score_case(checks, judgement, failure, scoring)
     return CaseResult(
         id=case.id,
@@ -87,8 +96,8 @@ def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: st
     for r in results:
         by_format[r.format][r.verdict.value] += 1
         by_difficulty[r.difficulty][r.verdict.value] += 1
-        _add(generation, r.generation.calls, int(r.generation.cached), r.generation.usage)
-        _add(judging, r.judge.calls, r.judge.cached_calls, r.judge.usage)
+        _add(generation, r.generation.calls, int(r.generation.cached), r.generation.usage, model)
+        _add(judging, r.judge.calls, r.judge.cached_calls, r.judge.usage, judge_model)
     return Summary(
         run_id=run_id,
         dataset=dataset,
@@ -105,17 +114,21 @@ def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: st
         generation=generation,
         judging=judging,
         total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
+        cost_usd=None if None in (generation.cost_usd, judging.cost_usd) else round(generation.cost_usd + judging.cost_usd, 6),
+        over_budget=sum(1 for r in results if r.status == "OVER_BUDGET"),
         small_local_judge=judge_model == LOCAL_MODEL and any(r.judge.status.value != "SKIPPED" for r in results),
     )
 
 
-def _add(stats: StageStats, made: int, cached: int, usage) -> None:
+def _add(stats: StageStats, made: int, cached: int, usage: Usage, model: str) -> None:
     stats.calls_made += made
     stats.calls_cached += cached
-    # Tokens count what this run paid for, so answers served from the cache add none.
+    # Tokens and cost count what this run paid for, so answers served from the cache add none.
     if made:
         stats.input_tokens += usage.input_tokens
         stats.output_tokens += usage.output_tokens
+        cost = cost_usd(model, usage)
+        stats.cost_usd = None if cost is None or stats.cost_usd is None else round(stats.cost_usd + cost, 6)
 
 
 def _full(counter: Counter[str]) -> dict[str, int]:

@@ -58,8 +58,8 @@ def score_case(
         score = (config.judge_weight * judgement.verdict.score + config.checks_weight * checks_score) / total
     elif failed or judgement.status is JudgeStatus.SKIPPED:
         score = checks_score
-    else:
-        return Score(score=None, verdict=Verdict.ERROR, status=JudgeStatus.JUDGE_ERROR.value)
+    else:  # JUDGE_ERROR or OVER_BUDGET: the judge's part is missing
+        return Score(score=None, verdict=Verdict.ERROR, status=judgement.status.value)
     score = round(score, 2)
     if fatal:
         return Score(score=score, verdict=Verdict.FAIL, status=fatal.status.value)

@@ -23,6 +23,7 @@ from enum import StrEnum
 from codegen_eval.backends import LOCAL_MODEL, ModelRequest, ModelResponse
 from codegen_eval.cache import CallCache
 from codegen_eval.calls import CallResult, cached_call
+from codegen_eval.pricing import Budget
 
 
 class Strategy(StrEnum):
@@ -77,13 +78,14 @@ def call_with_fallback(
     cache: CallCache,
     build: Callable[[Strategy], ModelRequest],
     accept: Callable[[ModelResponse], bool] | None = None,
+    budget: Budget | None = None,
 ) -> tuple[CallResult, Strategy, int]:
     """Call with the model's strategy; when the model rejects that strategy, switch and call again.
 
     Returns the last result, the strategy it used, and the number of calls made (not from cache)."""
     strategy, made = strategy_for(model, cache), 0
     while True:
-        result = cached_call(build(strategy), cache, accept=accept)
+        result = cached_call(build(strategy), cache, accept=accept, budget=budget)
         made += 0 if result.cached else 1
         following = fallback_after(model, strategy, result.error, cache) if result.error else None
         if following is None:

@@ -32,11 +32,9 @@ def evaluate(config: RunConfig) -> str:
         if config.outputs:
             generations = [generation for _, generation in batch]
         else:
-            generations = generate_batch.submit(batch_cases, config.model, config.cache_dir, config.concurrency, index)
+            generations = generate_batch.submit(batch_cases, config, run_dir, index)
         checks = check_batch.submit(batch_cases, generations, index)
-        judgements = judge_batch.submit(
-            batch_cases, generations, config.judge_model, config.rubric, config.cache_dir, config.concurrency, index, config.judge
-        )
+        judgements = judge_batch.submit(batch_cases, generations, config, run_dir, index)
         stages.append((batch_cases, generations, checks, judgements))
     finished = [(b, _value(g), c.result(), j.result()) for b, g, c, j in stages]
     return report(run_dir, config, finished, round(time.perf_counter() - started, 3))

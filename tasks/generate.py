@@ -4,19 +4,22 @@ from prefect import task
 
 from codegen_eval import progress
 from codegen_eval.calls import run_concurrently
+from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, generate
+from codegen_eval.pricing import budget_for
 from tasks import finish, open_cache
 
 
 @task(name="generate", task_run_name="generate-batch-{batch_index}")
-def generate_batch(cases: list[Case], model: str, cache_dir: str | None, concurrency: int, batch_index: int = 0):
-    cache = open_cache(cache_dir)
+def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0):
+    cache = open_cache(config.cache_dir)
+    budget = budget_for(run_dir, config.max_cost_usd)
 
     def one(case: Case) -> Generation:
-        generation = generate(case, model, cache)
+        generation = generate(case, config.model, cache, budget)
         progress.advance("generate")
         return generation
 
-    generations = run_concurrently(one, cases, concurrency)
+    generations = run_concurrently(one, cases, config.concurrency)
     return finish(generations, all(g.cached for g in generations))

@@ -123,3 +123,23 @@ def test_sdk_retries_carry_429_and_529(run, api):
 
 def test_prefill_400_text_is_the_apis(api):
     assert PREFILL_400.status == 400 and "does not support assistant message prefill" in PREFILL_400.error["message"]
+
+
+def test_cost_is_accounted_per_stage(run, api):
+    summary = json.loads((run("claude-haiku-4-5") / "summary.json").read_text())
+    generation, judging = summary["generation"], summary["judging"]
+    expected = (generation["input_tokens"] * 1.0 + generation["output_tokens"] * 5.0) / 1e6  # Haiku 4.5: $1 / $5
+    assert generation["cost_usd"] == pytest.approx(expected) and judging["cost_usd"] > 0
+    assert summary["cost_usd"] == pytest.approx(generation["cost_usd"] + judging["cost_usd"])
+
+
+def test_max_cost_stops_new_calls_and_reports_the_ungraded(run, api):
+    # A call is made only if its worst case (1,024 output tokens: ~$0.0053 on Haiku) still fits; the
+    # loopback answers cost ~$0.0003 each, so a $0.006 cap allows a few calls, not all eight.
+    run_dir = run("claude-haiku-4-5", max_cost_usd=0.006, concurrency=1)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 1 <= api.count() < 8 and summary["over_budget"] >= 1
+    assert summary["cost_usd"] <= 0.006
+    assert "left ungraded" in (run_dir / "report.html").read_text()
+    statuses = {r.status for r in load_results(run_dir)}
+    assert "OVER_BUDGET" in statuses and "FAIL" not in {r.verdict.value for r in load_results(run_dir)}
