@@ -70,6 +70,9 @@ class CallCache:
         except (OSError, diskcache.core.sqlite3.Error) as exc:
             raise CacheError(f"cannot write to cache directory {self.directory}: {exc}") from exc
 
+    def delete_note(self, name: str) -> None:
+        self._store.delete(f"note:{name}")
+
     def __len__(self) -> int:
         return len(self._store)
 

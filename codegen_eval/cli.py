@@ -54,11 +54,12 @@ def run(
     partial_at: PartialAt = 5.0,
     no_judge: NoJudge = False,
     max_cost: MaxCost = None,
+    batch: Annotated[bool, typer.Option("--batch", help="Send uncached calls as Message Batches (half price, slower).")] = False,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    _execute(config.model_copy(update={"max_cost_usd": max_cost}))
+    _execute(config.model_copy(update={"max_cost_usd": max_cost, "use_batch": batch}))
 
 
 @app.command()
@@ -165,7 +166,11 @@ def _run_flow(config: RunConfig, total: int) -> str:
     with Progress(*columns, console=err, transient=False) as bar:
         stages = {stage: bar.add_task(stage, total=total) for stage in ("generate", "check", "judge")}
 
-        def listener(stage: str, n: int) -> None:
+        def listener(stage: str, n: int, total: int | None = None) -> None:
+            if stage not in stages:  # e.g. a Message Batch being polled
+                stages[stage] = bar.add_task(stage, total=total)
+            elif total is not None:
+                bar.update(stages[stage], total=total)
             bar.advance(stages[stage], n)
 
         progress.subscribe(listener)

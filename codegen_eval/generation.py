@@ -37,6 +37,7 @@ class Generation(BaseModel):
     truncated: bool = False  # stopped at max_tokens
     refused: bool = False  # stop_reason "refusal": not graded, not cached
     over_budget: bool = False  # not asked: --max-cost would have been exceeded
+    batch: bool = False  # answered through a Message Batch (half price)
 
 
 def generation_request(case: Case, model: str, strategy: Strategy = Strategy.PREFILL) -> ModelRequest:
@@ -77,13 +78,14 @@ def _first_fenced_block(text: str) -> str:
     return (fenced.group(1) if fenced else text).strip("\n").rstrip()
 
 
-def _not_refused(response: ModelResponse) -> bool:
+def accept_generation(response: ModelResponse) -> bool:
+    """What may be cached: anything but a refusal."""
     return response.stop_reason != "refusal"
 
 
 def generate(case: Case, model: str, cache: CallCache, budget: Budget | None = None) -> Generation:
     build = lambda s: generation_request(case, model, s)  # noqa: E731
-    result, strategy, made = call_with_fallback(model, cache, build, _not_refused, budget)
+    result, strategy, made = call_with_fallback(model, cache, build, accept_generation, budget)
     if result.response is None:
         return Generation(
             case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value, over_budget=result.over_budget

@@ -63,6 +63,7 @@ class Judgement(BaseModel):
     calls: int = 0
     cached_calls: int = 0
     usage: Usage = Usage()  # of the calls made, not those served from the cache
+    batch: bool = False  # first answer came through a Message Batch (half price)
 
 
 @lru_cache(maxsize=8)
@@ -105,7 +106,8 @@ def parse_verdict(text: str) -> JudgeVerdict:
         raise ValueError(problems) from None
 
 
-def _usable(response: ModelResponse) -> bool:
+def usable(response: ModelResponse) -> bool:
+    """What may be cached: an answer holding a valid verdict."""
     try:
         parse_verdict(response.text)
     except ValueError:
@@ -121,11 +123,11 @@ def judge(
         return Judgement(status=JudgeStatus.SKIPPED, error="no code to judge")
     judgement = Judgement(status=JudgeStatus.JUDGE_ERROR)
     build = lambda s: judge_request(case, output, model, rubric, s)  # noqa: E731
-    result, strategy, made = call_with_fallback(model, cache, build, _usable, budget)
+    result, strategy, made = call_with_fallback(model, cache, build, usable, budget)
     request = judge_request(case, output, model, rubric, strategy)
     for attempt in range(2):
         if attempt:
-            result = cached_call(request, cache, accept=_usable, budget=budget)
+            result = cached_call(request, cache, accept=usable, budget=budget)
             made = 0 if result.cached else 1
         judgement.calls += made
         judgement.cached_calls += 1 if result.cached else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-Listener = Callable[[str, int], None]
+Listener = Callable[[str, int, int | None], None]
 _listeners: list[Listener] = []
 
 
@@ -17,6 +17,7 @@ def unsubscribe(listener: Listener) -> None:
         _listeners.remove(listener)
 
 
-def advance(stage: str, n: int = 1) -> None:
+def advance(stage: str, n: int = 1, total: int | None = None) -> None:
+    """`n` more items of `stage` done; `total` when the stage's size is only known now."""
     for listener in list(_listeners):
-        listener(stage, n)
+        listener(stage, n, total)

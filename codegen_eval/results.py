@@ -96,8 +96,8 @@ def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: st
     for r in results:
         by_format[r.format][r.verdict.value] += 1
         by_difficulty[r.difficulty][r.verdict.value] += 1
-        _add(generation, r.generation.calls, int(r.generation.cached), r.generation.usage, model)
-        _add(judging, r.judge.calls, r.judge.cached_calls, r.judge.usage, judge_model)
+        _add(generation, r.generation.calls, int(r.generation.cached), r.generation.usage, model, r.generation.batch)
+        _add(judging, r.judge.calls, r.judge.cached_calls, r.judge.usage, judge_model, r.judge.batch)
     return Summary(
         run_id=run_id,
         dataset=dataset,
@@ -120,15 +120,15 @@ def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: st
     )
 
 
-def _add(stats: StageStats, made: int, cached: int, usage: Usage, model: str) -> None:
+def _add(stats: StageStats, made: int, cached: int, usage: Usage, model: str, batch: bool) -> None:
     stats.calls_made += made
     stats.calls_cached += cached
     # Tokens and cost count what this run paid for, so answers served from the cache add none.
     if made:
         stats.input_tokens += usage.input_tokens
         stats.output_tokens += usage.output_tokens
-        cost = cost_usd(model, usage)
-        stats.cost_usd = None if cost is None or stats.cost_usd is None else round(stats.cost_usd + cost, 6)
+        cost = cost_usd(model, usage, batch)
+        stats.cost_usd = None if cost is None or stats.cost_usd is None else stats.cost_usd + cost
 
 
 def _full(counter: Counter[str]) -> dict[str, int]:

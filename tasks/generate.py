@@ -3,11 +3,13 @@ from __future__ import annotations
 from prefect import task
 
 from codegen_eval import progress
+from codegen_eval.batches import prefetch
 from codegen_eval.calls import run_concurrently
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
-from codegen_eval.generation import Generation, generate
+from codegen_eval.generation import Generation, accept_generation, generate, generation_request
 from codegen_eval.pricing import budget_for
+from codegen_eval.strategies import strategy_for
 from tasks import finish, open_cache
 
 
@@ -15,9 +17,16 @@ from tasks import finish, open_cache
 def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0):
     cache = open_cache(config.cache_dir)
     budget = budget_for(run_dir, config.max_cost_usd)
+    fetched: set[str] = set()
+    if config.use_batch:
+        strategy = strategy_for(config.model, cache)
+        requests = [generation_request(case, config.model, strategy) for case in cases]
+        fetched = prefetch(requests, cache, "generate", accept_generation)
 
     def one(case: Case) -> Generation:
         generation = generate(case, config.model, cache, budget)
+        if generation.key in fetched:  # paid for in this run's batch, not an earlier run's cache
+            generation.cached, generation.calls, generation.batch = False, 1, True
         progress.advance("generate")
         return generation
 

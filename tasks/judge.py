@@ -3,12 +3,15 @@ from __future__ import annotations
 from prefect import task
 
 from codegen_eval import progress
+from codegen_eval.backends import Usage
+from codegen_eval.batches import key_of, prefetch
 from codegen_eval.calls import run_concurrently
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.judge import Judgement, JudgeStatus, judge
+from codegen_eval.judge import Judgement, JudgeStatus, judge, judge_request, usable
 from codegen_eval.pricing import budget_for
+from codegen_eval.strategies import strategy_for
 from tasks import finish, open_cache
 
 
@@ -19,12 +22,28 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
         return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
     cache = open_cache(config.cache_dir)
     budget = budget_for(run_dir, config.max_cost_usd)
+    pairs = list(zip(cases, generations, strict=True))
+    first_requests = {}
+    if config.use_batch:
+        strategy = strategy_for(config.judge_model, cache)
+        first_requests = {
+            case.id: judge_request(case, g.code, config.judge_model, config.rubric, strategy) for case, g in pairs if g.code.strip()
+        }
+    fetched = prefetch(list(first_requests.values()), cache, "judge", usable)
 
     def one(pair: tuple[Case, Generation]) -> Judgement:
         case, generation = pair
         judgement = judge(case, generation.code, config.judge_model, cache, config.rubric, budget)
+        request = first_requests.get(case.id)
+        if request is not None and (key := key_of(request)) in fetched:  # paid for in this run's batch
+            usage = cache.get(key).usage
+            judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
+            judgement.usage = Usage(
+                input_tokens=judgement.usage.input_tokens + usage.input_tokens,
+                output_tokens=judgement.usage.output_tokens + usage.output_tokens,
+            )
         progress.advance("judge")
         return judgement
 
-    judgements = run_concurrently(one, list(zip(cases, generations, strict=True)), config.concurrency)
+    judgements = run_concurrently(one, pairs, config.concurrency)
     return finish(judgements, all(j.calls == 0 for j in judgements))

@@ -36,6 +36,8 @@ class MessagesAPI:
         self.headers: list[dict[str, str]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.batches: dict[str, dict[str, Any]] = {}  # id -> {"requests", "polls", "results"}
+        self.polls_before_end = 2  # a batch reports "in_progress" this many times, then "ended"
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -89,24 +91,67 @@ class MessagesAPI:
         }
         return 200, message, reply.headers
 
+    def _create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        batch_id = f"msgbatch_{next(self._ids):06d}"
+        results = []
+        for item in body["requests"]:  # answered now, revealed when the batch ends; in reverse order
+            status, payload, _ = self._answer(item["params"])
+            result = {"type": "succeeded", "message": payload} if status == 200 else {"type": "errored", "error": payload}
+            results.append({"custom_id": item["custom_id"], "result": result})
+        self.batches[batch_id] = {"requests": body["requests"], "polls": 0, "results": results[::-1]}
+        return self._batch(batch_id)
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        batch = self.batches[batch_id]
+        ended = batch["polls"] > self.polls_before_end
+        batch["polls"] += 1
+        n = len(batch["requests"])
+        done = sum(1 for r in batch["results"] if r["result"]["type"] == "succeeded") if ended else 0
+        return {
+            "id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+            "request_counts": {"processing": 0 if ended else n, "succeeded": done, "errored": n - done if ended else 0, "canceled": 0, "expired": 0},
+            "created_at": "2026-11-25T00:00:00Z", "expires_at": "2026-11-26T00:00:00Z",
+            "ended_at": "2026-11-25T00:01:00Z" if ended else None, "archived_at": None, "cancel_initiated_at": None,
+            "results_url": f"{self.url}/v1/messages/batches/{batch_id}/results" if ended else None,
+        }
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                path = self.path.split("?")[0]
                 with api._lock:
-                    api.requests.append(body)
+                    if path == "/v1/messages":  # batch requests are kept in api.batches
+                        api.requests.append(body)
                     api.headers.append({k.lower(): v for k, v in self.headers.items()})
-                if self.path.split("?")[0] != "/v1/messages":
+                if path == "/v1/messages/batches":
+                    self._send(200, json.dumps(api._create_batch(body)).encode())
+                    return
+                if path != "/v1/messages":
                     status, payload, headers = 404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}}, {}
                 else:
                     status, payload, headers = api._answer(body)
-                data = json.dumps(payload).encode()
+                self._send(status, json.dumps(payload).encode(), headers)
+
+            def do_GET(self) -> None:  # noqa: N802
+                parts = self.path.split("?")[0].strip("/").split("/")  # v1 messages batches <id> [results]
+                with api._lock:
+                    api.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if len(parts) == 4:
+                    self._send(200, json.dumps(api._batch(parts[3])).encode())
+                elif len(parts) == 5 and parts[4] == "results":
+                    lines = "".join(json.dumps(r) + "\n" for r in api.batches[parts[3]]["results"])
+                    self._send(200, lines.encode(), content_type="application/binary")
+                else:
+                    self._send(404, b"{}")
+
+            def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None, content_type: str = "application/json") -> None:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
-                for name, value in headers.items():
+                for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)

@@ -143,3 +143,55 @@ def test_max_cost_stops_new_calls_and_reports_the_ungraded(run, api):
     assert "left ungraded" in (run_dir / "report.html").read_text()
     statuses = {r.status for r in load_results(run_dir)}
     assert "OVER_BUDGET" in statuses and "FAIL" not in {r.verdict.value for r in load_results(run_dir)}
+
+
+@pytest.fixture
+def fast_polls(monkeypatch):
+    import codegen_eval.batches as batches
+
+    monkeypatch.setattr(batches, "POLL_SECONDS", 0.01)
+
+
+def test_batch_gives_the_same_verdicts_at_half_price(run, api, fast_polls, tmp_path):
+    sync = load_results(run("claude-sonnet-4-6", cache_dir=str(tmp_path / "sync-cache")))
+    api.reset()
+    batch_dir = run("claude-sonnet-4-6", use_batch=True)
+    batched = load_results(batch_dir)
+    assert [(r.id, r.verdict, r.score) for r in batched] == [(r.id, r.verdict, r.score) for r in sync]
+    assert api.count() == 0 and len(api.batches) == 2  # nothing synchronous: one batch per stage
+    assert all(r.generation.batch and r.judge.batch for r in batched)
+    summary = json.loads((batch_dir / "summary.json").read_text())
+    assert summary["generation"]["calls_made"] == 4 and summary["judging"]["calls_made"] == 4
+    sonnet = (summary["generation"]["input_tokens"] * 3 + summary["generation"]["output_tokens"] * 15) / 1e6
+    assert summary["generation"]["cost_usd"] == pytest.approx(sonnet / 2)
+
+
+def test_batch_never_resubmits_cache_hits(run, api, fast_polls):
+    run("claude-haiku-4-5")
+    api.reset()
+    run("claude-haiku-4-5", use_batch=True)
+    assert api.batches == {} and api.count() == 0
+
+
+def test_interrupted_batch_is_resumed_by_its_id(run, api, fast_polls, cache_dir, monkeypatch):
+    import codegen_eval.batches as batches
+
+    api.polls_before_end = 10**6  # the batch never ends: the first run is interrupted while polling
+    calls = {"n": 0}
+    original = batches.time.sleep
+
+    def interrupt(seconds):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        original(seconds)
+
+    monkeypatch.setattr(batches.time, "sleep", interrupt)
+    with pytest.raises(BaseException):
+        run("claude-haiku-4-5", use_batch=True)
+    assert len(api.batches) == 1
+    monkeypatch.setattr(batches.time, "sleep", original)
+    api.polls_before_end = 0
+    results = load_results(run("claude-haiku-4-5", use_batch=True))
+    assert {r.verdict.value for r in results} == {"PASS"}
+    assert len(api.batches) == 2  # the generation batch was polled again, not resubmitted; one judge batch

@@ -7,6 +7,7 @@ never sent: SDK >= 1.0 rejects `temperature=`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -29,6 +30,33 @@ class AnthropicBackend:
         return {"backend": "anthropic", "endpoint": endpoint.split("@")[-1].rstrip("/")}
 
     def complete(self, request: ModelRequest) -> ModelResponse:
+        try:
+            message = self._client.messages.create(**self.params(request))
+        except anthropic.APIError as exc:
+            raise BackendError(f"{type(exc).__name__}: {_short(exc)}") from exc
+        return _response(message)
+
+    # Message Batches: half price, asynchronous (most finish within an hour).
+    def submit_batch(self, items: list[tuple[str, ModelRequest]]) -> str:
+        requests = [{"custom_id": custom_id, "params": self.params(request)} for custom_id, request in items]
+        try:
+            return self._client.messages.batches.create(requests=requests).id
+        except anthropic.APIError as exc:
+            raise BackendError(f"{type(exc).__name__}: {_short(exc)}") from exc
+
+    def batch_progress(self, batch_id: str) -> tuple[bool, int]:
+        """(ended, requests finished so far)."""
+        batch = self._client.messages.batches.retrieve(batch_id)
+        counts = batch.request_counts
+        done = counts.succeeded + counts.errored + counts.canceled + counts.expired
+        return batch.processing_status == "ended", done
+
+    def batch_results(self, batch_id: str) -> Iterator[tuple[str, ModelResponse | None]]:
+        """(custom_id, the answer, or None for a request that errored, was canceled or expired)."""
+        for item in self._client.messages.batches.results(batch_id):
+            yield item.custom_id, _response(item.result.message) if item.result.type == "succeeded" else None
+
+    def params(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
@@ -40,14 +68,14 @@ class AnthropicBackend:
             kwargs["system"] = request.system
         if request.json_schema is not None and not request.prefill:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": api_schema(request.json_schema)}}
-        try:
-            message = self._client.messages.create(**kwargs)
-        except anthropic.APIError as exc:
-            raise BackendError(f"{type(exc).__name__}: {_short(exc)}") from exc
-        # Thinking blocks may come first; only text blocks are the answer.
-        text = "".join(block.text for block in message.content if block.type == "text")
-        usage = Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
-        return ModelResponse(text=text, stop_reason=message.stop_reason or "unknown", usage=usage)
+        return kwargs
+
+
+def _response(message: Any) -> ModelResponse:
+    # Thinking blocks may come first; only text blocks are the answer.
+    text = "".join(block.text for block in message.content if block.type == "text")
+    usage = Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
+    return ModelResponse(text=text, stop_reason=message.stop_reason or "unknown", usage=usage)
 
 
 def _short(exc: anthropic.APIError) -> str:

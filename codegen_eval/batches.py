@@ -1,0 +1,63 @@
+"""--batch: answer a task's uncached requests with one Message Batch, then read them from the cache.
+
+Requests already cached are never resubmitted. The batch id is noted in the cache under a key made
+of the requests' keys until its results are stored, so an interrupted run started again with the
+same arguments polls the same batch instead of paying for a new one. Results that errored, were
+canceled or expired are left out: the normal synchronous path then asks for them (and reports any
+error). Backends without batches (the local model) are simply called synchronously.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+
+from codegen_eval import progress
+from codegen_eval.backends import ModelRequest, ModelResponse, get_backend
+from codegen_eval.cache import CallCache, request_key
+
+POLL_SECONDS = float(os.environ.get("CODEGEN_EVAL_BATCH_POLL_S", "10"))
+
+
+def prefetch(
+    requests: list[ModelRequest], cache: CallCache, stage: str, accept: Callable[[ModelResponse], bool] | None = None
+) -> set[str]:
+    """Store the answers of one batch for the uncached `requests`; returns the keys it stored."""
+    if not requests:
+        return set()
+    backend = get_backend(requests[0].model)
+    if not hasattr(backend, "submit_batch"):
+        return set()
+    identity = backend.identity()
+    pending = {request_key(r, identity): r for r in requests}
+    pending = {key: r for key, r in pending.items() if cache.get(key) is None}
+    if not pending:
+        return set()
+    note = "batch:" + hashlib.sha256("".join(sorted(pending)).encode()).hexdigest()
+    batch_id = cache.get_note(note)
+    if batch_id is None:
+        batch_id = backend.submit_batch(list(pending.items()))
+        cache.set_note(note, batch_id)
+    bar = f"batch {stage}"
+    progress.advance(bar, 0, total=len(pending))
+    reported = 0
+    while True:
+        ended, done = backend.batch_progress(batch_id)
+        progress.advance(bar, done - reported)
+        reported = done
+        if ended:
+            break
+        time.sleep(POLL_SECONDS)
+    fetched = set()
+    for key, response in backend.batch_results(batch_id):
+        if key in pending and response is not None and (accept is None or accept(response)):
+            cache.put(key, pending[key], identity, response)
+            fetched.add(key)
+    cache.delete_note(note)
+    return fetched
+
+
+def key_of(request: ModelRequest) -> str:
+    return request_key(request, get_backend(request.model).identity())
