@@ -10,16 +10,15 @@ the figures to bench/RESULTS.md with the machine and date. Target ratio: >= 0.95
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._results import heading, machine, publish  # noqa: E402
 
 from codegen_eval.backends.local import N_CTX, SAMPLING, LocalBackend  # noqa: E402
 from codegen_eval.dataset import load_dataset  # noqa: E402
@@ -61,11 +60,10 @@ def main() -> None:
             rates[name].append(tokens / seconds)
     backend_rate, raw_rate = statistics.median(rates["backend"]), statistics.median(rates["raw"])
     ratio = backend_rate / raw_rate
-    lines = [
-        f"## Local model generation speed ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
+    publish([
+        heading("Local model generation speed"),
         "",
-        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
-        f"llama.cpp threads {threads}; {tokens} output tokens per call (prompt + prefill + stop), {args.rounds} rounds, medians.",
+        f"{machine()}; llama.cpp threads {threads}; {tokens} output tokens per call (prompt + prefill + stop), {args.rounds} rounds, medians.",
         "",
         "| path | tokens/s (median) | all rounds |",
         "| --- | --- | --- |",
@@ -74,10 +72,7 @@ def main() -> None:
         "",
         f"Ratio backend / raw: **{ratio:.3f}** (target >= 0.95).",
         "",
-    ]
-    print("\n".join(lines))
-    with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    ])
 
 
 if __name__ == "__main__":

@@ -9,17 +9,17 @@ bench/RESULTS.md with the machine and date.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import json
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._results import heading, machine, publish  # noqa: E402
 
 from codegen_eval.dataset import load_dataset  # noqa: E402
 from codegen_eval.sandbox import Sandbox  # noqa: E402
@@ -48,8 +48,6 @@ def main() -> None:
     box = Sandbox(slots=1)
     box.run(plain_job)  # start the zygote outside the measurement
     timings: dict[str, list[float]] = {"sandbox, moto case": [], "sandbox, plain case": [], "fresh interpreter, moto case": []}
-    import json
-
     for _ in range(args.n):
         for name, job in (("sandbox, moto case", aws_job), ("sandbox, plain case", plain_job)):
             start = time.perf_counter()
@@ -62,10 +60,10 @@ def main() -> None:
     box.close()
     medians = {name: statistics.median(values) for name, values in timings.items()}
     ratio = medians["fresh interpreter, moto case"] / medians["sandbox, moto case"]
-    lines = [
-        f"## Sandbox per-case overhead ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
+    publish([
+        heading("Sandbox per-case overhead"),
         "",
-        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; one slot, jobs one at a time; "
+        f"{machine()}; one slot, jobs one at a time; "
         f"{args.n} runs per sandbox row. The moto case is `s3-list-buckets` (reference solution and its check).",
         "",
         "| path | median ms | min | max |",
@@ -74,10 +72,7 @@ def main() -> None:
         "",
         f"A fresh interpreter per case costs {ratio:.1f}x the warm-zygote fork for the moto case.",
         "",
-    ]
-    print("\n".join(lines))
-    with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    ])
 
 
 if __name__ == "__main__":

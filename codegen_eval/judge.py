@@ -137,10 +137,7 @@ def judge(
                 judgement.status = JudgeStatus.OVER_BUDGET
             return judgement  # the API failed (after its retries): asking again now would fail too
         if not result.cached:  # usage counts what this run paid for
-            judgement.usage = Usage(
-                input_tokens=judgement.usage.input_tokens + result.response.usage.input_tokens,
-                output_tokens=judgement.usage.output_tokens + result.response.usage.output_tokens,
-            )
+            judgement.usage += result.response.usage
         try:
             judgement.verdict = parse_verdict(result.response.text)
         except ValueError as exc:

@@ -2,8 +2,9 @@
 
 Isolation comes from the kernel, not from monkeypatching Python:
 
-- a new network namespace (no interfaces, loopback down) and a new mount namespace in which /tmp,
-  /var/tmp and /dev/shm are fresh private tmpfs mounts;
+- a new network namespace (no interfaces, loopback down) and a new mount namespace in which the
+  world-writable places (/tmp, /var/tmp, /dev/shm) are read-only and the job's working directory is
+  a fresh private tmpfs (read-only rather than hidden: the project or its venv may live under /tmp);
 - resource limits: CPU seconds, address space, file size, open files, processes;
 - an unprivileged uid of its own per slot (so RLIMIT_NPROC binds, the parent cannot be signalled, and
   every leftover process of the slot can be killed after the job, even one that escaped its group);
@@ -28,6 +29,7 @@ import os
 import queue
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,9 +44,9 @@ log = logging.getLogger(__name__)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x20, 0x1000, 0x4000, 0x40000
 PR_SET_CHILD_SUBREAPER = 36
-PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 MAX_RESULT_BYTES = 1 << 20
 # Per-slot uids from a range no real account uses; derived from the pid so two runs do not share one.
 UID_BASE = 200_000
@@ -73,18 +75,13 @@ class SandboxResult(BaseModel):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _isolate(uid: int, limits: Limits) -> tuple[str, list[str]]:
-    """Runs as root in the fresh child. Returns (working dir, isolation steps that failed)."""
+def _isolate(uid: int, limits: Limits, workdir: str) -> list[str]:
+    """Runs as root in the fresh child; `workdir` is an empty directory. Returns what could not be applied."""
     missing: list[str] = []
     if _libc.unshare(CLONE_NEWNET | CLONE_NEWNS) != 0:
         missing.append(f"namespaces (unshare: {os.strerror(ctypes.get_errno())})")
-    elif _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        for path in PRIVATE_TMPFS:
-            if os.path.isdir(path):
-                _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m,mode=1777")
-    else:
-        missing.append("private /tmp")
-    workdir = tempfile.mkdtemp(prefix="case-")
+    elif not _private_filesystem(workdir):
+        missing.append("read-only /tmp and a private working directory")
     as_root = os.geteuid() == 0
     if as_root:
         os.chown(workdir, uid, uid)
@@ -104,15 +101,29 @@ def _isolate(uid: int, limits: Limits) -> tuple[str, list[str]]:
         os.setuid(uid)
     else:
         missing.append("unprivileged uid (not root: process limit and signal protection are weaker)")
-    return workdir, missing
+    return missing
 
 
-def _child(job: dict[str, Any], uid: int, limits: Limits, result_fd: int) -> None:
+def _private_filesystem(workdir: str) -> bool:
+    """In the child's own mount namespace: world-writable places read-only, a tmpfs as working dir."""
+    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    for path in WORLD_WRITABLE:
+        if os.path.isdir(path):
+            target = path.encode()
+            if _libc.mount(target, target, None, MS_BIND | MS_REC, None) != 0:
+                return False
+            if _libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None) != 0:
+                return False
+    return _libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m,mode=0700") == 0
+
+
+def _child(job: dict[str, Any], uid: int, limits: Limits, result_fd: int, workdir: str) -> None:
     """Never returns: the forked child runs the job and exits."""
     result: dict[str, Any]
     try:
         os.setsid()
-        workdir, missing = _isolate(uid, limits)
+        missing = _isolate(uid, limits, workdir)
         out = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
@@ -150,11 +161,12 @@ def _tail(path: str, size: int = 2000) -> str:
 
 def _run_one(job: dict[str, Any], uid: int, limits: Limits) -> dict[str, Any]:
     started = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="codegen-eval-case-")  # the child mounts its own tmpfs here
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(job, uid, limits, write_fd)
+        _child(job, uid, limits, write_fd, workdir)
     os.close(write_fd)
     chunks, timed_out, deadline = [], False, started + limits.wall_s
     while True:
@@ -174,6 +186,7 @@ def _run_one(job: dict[str, Any], uid: int, limits: Limits) -> dict[str, Any]:
         _kill_group(pid)
     _, wait_status = os.waitpid(pid, 0)
     _reap_uid(uid)
+    shutil.rmtree(workdir, ignore_errors=True)  # empty unless the child could not mount its tmpfs
     elapsed = (time.perf_counter() - started) * 1000
     if timed_out:
         return {"status": "TIMEOUT", "message": f"no result within {limits.wall_s:g} s (killed)", "elapsed_ms": elapsed}

@@ -3,7 +3,6 @@ from __future__ import annotations
 from prefect import task
 
 from codegen_eval import progress
-from codegen_eval.backends import Usage
 from codegen_eval.batches import key_of, prefetch
 from codegen_eval.calls import run_concurrently
 from codegen_eval.config import RunConfig
@@ -36,12 +35,8 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
         judgement = judge(case, generation.code, config.judge_model, cache, config.rubric, budget)
         request = first_requests.get(case.id)
         if request is not None and (key := key_of(request)) in fetched:  # paid for in this run's batch
-            usage = cache.get(key).usage
             judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
-            judgement.usage = Usage(
-                input_tokens=judgement.usage.input_tokens + usage.input_tokens,
-                output_tokens=judgement.usage.output_tokens + usage.output_tokens,
-            )
+            judgement.usage += cache.get(key).usage
         progress.advance("judge")
         return judgement
 

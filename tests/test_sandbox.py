@@ -76,12 +76,18 @@ def test_aws_jobs_get_fake_credentials_only(sandbox):
     assert result.status == "PASS"
 
 
-def test_writes_outside_the_temp_dir_are_refused_or_private(sandbox, tmp_path):
-    project_file = Path(__file__).resolve().parent / "pwned.txt"
-    result = run(sandbox, f"open({str(project_file)!r}, 'w').write('x')")
-    assert result.status == "TEST_FAIL" and "Permission denied" in result.message and not project_file.exists()
-    result = run(sandbox, "open('/tmp/codegen-eval-pwned.txt', 'w').write('x')")
-    assert result.status == "PASS" and not os.path.exists("/tmp/codegen-eval-pwned.txt")  # a private /tmp
+@pytest.mark.parametrize("target", [Path(__file__).resolve().parent / "pwned.txt", Path("/tmp/codegen-eval-pwned.txt"), Path("/dev/shm/pwned")])
+def test_writes_outside_the_temp_dir_are_refused(sandbox, target):
+    result = run(sandbox, f"open({str(target)!r}, 'w').write('x')")
+    assert result.status == "TEST_FAIL" and not target.exists()
+    assert "Permission denied" in result.message or "Read-only file system" in result.message
+
+
+def test_the_working_directory_is_writable_and_private(sandbox):
+    result = run(sandbox, "open('scratch.txt', 'w').write('x')\nprint(os.getcwd())")
+    assert result.status == "PASS"
+    workdir = result.output.strip()
+    assert not os.path.exists(workdir)  # removed after the job
 
 
 def test_cannot_kill_the_parent_or_init(sandbox):

@@ -44,6 +44,9 @@ class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(input_tokens=self.input_tokens + other.input_tokens, output_tokens=self.output_tokens + other.output_tokens)
+
 
 class ModelResponse(BaseModel):
     """The model's continuation (after any prefill; the matched stop sequence is not included)."""
