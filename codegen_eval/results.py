@@ -30,6 +30,7 @@ class CaseResult(BaseModel):
     verdict: Verdict
     status: str
     generation: Generation
+    cost_usd: dict[str, float | None] = {}  # {"generation", "judge"}: what this run paid; None: unknown price
 
 
 class StageStats(BaseModel):
@@ -63,8 +64,14 @@ class Summary(BaseModel):
 
 
 def assemble(
-    case: Case, generation: Generation, checks: list[CheckResult], judgement: Judgement, scoring: ScoringConfig
+    case: Case,
+    generation: Generation,
+    checks: list[CheckResult],
+    judgement: Judgement,
+    scoring: ScoringConfig,
+    models: tuple[str, str] = ("", ""),
 ) -> CaseResult:
+    """One case's record; `models` (generator, judge) price its calls."""
     failure = (
         "OVER_BUDGET" if generation.over_budget
         else "GENERATION_ERROR" if generation.error
@@ -85,6 +92,10 @@ def assemble(
         verdict=score.verdict,
         status=score.status,
         generation=generation,
+        cost_usd={
+            "generation": cost_usd(models[0], generation.usage, generation.batch) if generation.calls else 0.0,
+            "judge": cost_usd(models[1], judgement.usage, judgement.batch) if judgement.calls else 0.0,
+        },
     )
 
 

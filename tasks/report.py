@@ -24,7 +24,7 @@ def start_run(config: RunConfig) -> str:
 @task(name="report")
 def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: float | None = None) -> str:
     results = [
-        assemble(case, generation, checks, judgement, config.scoring)
+        assemble(case, generation, checks, judgement, config.scoring, (config.model, config.judge_model))
         for cases, generations, checks_list, judgements in batches
         for case, generation, checks, judgement in zip(cases, generations, checks_list, judgements, strict=True)
     ]

@@ -126,11 +126,14 @@ def test_prefill_400_text_is_the_apis(api):
 
 
 def test_cost_is_accounted_per_stage(run, api):
-    summary = json.loads((run("claude-haiku-4-5") / "summary.json").read_text())
+    run_dir = run("claude-haiku-4-5")
+    summary = json.loads((run_dir / "summary.json").read_text())
     generation, judging = summary["generation"], summary["judging"]
     expected = (generation["input_tokens"] * 1.0 + generation["output_tokens"] * 5.0) / 1e6  # Haiku 4.5: $1 / $5
     assert generation["cost_usd"] == pytest.approx(expected) and judging["cost_usd"] > 0
     assert summary["cost_usd"] == pytest.approx(generation["cost_usd"] + judging["cost_usd"])
+    per_case = [json.loads(line)["cost_usd"] for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert sum(c["generation"] for c in per_case) == pytest.approx(generation["cost_usd"])
 
 
 def test_max_cost_stops_new_calls_and_reports_the_ungraded(run, api):
