@@ -41,4 +41,5 @@ def evaluate(config: RunConfig) -> str:
 
 
 def _value(generations):
+    """A batch's generations: already a list when recorded, a task future when generated."""
     return generations if isinstance(generations, list) else generations.result()
