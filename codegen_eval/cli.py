@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from codegen_eval.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig
 from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
 from codegen_eval.pricing import price
+from codegen_eval.report import previous_generations
 from codegen_eval.scoring import ScoringConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
@@ -38,6 +40,7 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Cases per Prefect task.")]
 PassAt = Annotated[float, typer.Option(help="Score at or above which a case is PASS.")]
 PartialAt = Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")]
 NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")]
+FailUnder = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Exit 1 when the pass rate is below this (0-1).")]
 MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
 
 
@@ -55,11 +58,12 @@ def run(
     no_judge: NoJudge = False,
     max_cost: MaxCost = None,
     batch: Annotated[bool, typer.Option("--batch", help="Send uncached calls as Message Batches (half price, slower).")] = False,
+    fail_under: FailUnder = None,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    _execute(config.model_copy(update={"max_cost_usd": max_cost, "use_batch": batch}))
+    _execute(config.model_copy(update={"max_cost_usd": max_cost, "use_batch": batch}), fail_under)
 
 
 @app.command()
@@ -75,10 +79,49 @@ def grade(
     partial_at: PartialAt = 5.0,
     no_judge: NoJudge = False,
     max_cost: MaxCost = None,
+    fail_under: FailUnder = None,
 ) -> None:
     """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
     config = _config(dataset, f"recorded:{outputs.name}", judge_model or default_model(), rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    _execute(config.model_copy(update={"outputs": str(outputs), "max_cost_usd": max_cost}))
+    _execute(config.model_copy(update={"outputs": str(outputs), "max_cost_usd": max_cost}), fail_under)
+
+
+@app.command()
+def regrade(
+    run_dir: Annotated[Path, typer.Argument(help="An earlier run directory.", exists=True, file_okay=False)],
+    rubric: Rubric = None,
+    judge_model: JudgeModel = None,
+    out: Out = Path(DEFAULT_OUT),
+    no_judge: NoJudge = False,
+    fail_under: FailUnder = None,
+) -> None:
+    """Check and judge an earlier run's outputs again (current checks, rubric, judge): 0 generation calls."""
+    try:
+        parent = RunConfig.model_validate(json.loads((run_dir / "run.json").read_text()))
+    except (OSError, ValueError) as exc:
+        _fail(f"{run_dir}: not a run directory ({exc})")
+    update = {"regrade_of": str(run_dir), "outputs": None, "use_batch": False, "out": str(out), "judge": not no_judge,
+              "cache_dir": os.environ.get("CODEGEN_EVAL_CACHE_DIR"), "max_cost_usd": None}
+    if rubric:
+        update["rubric"] = str(rubric)
+    if judge_model:
+        update["judge_model"] = judge_model
+    _execute(parent.model_copy(update=update), fail_under)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="The earlier run.", exists=True, file_okay=False)],
+    run_b: Annotated[Path, typer.Argument(help="The later run.", exists=True, file_okay=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the page (default: RUN_B/compare-<A>.html).")] = None,
+) -> None:
+    """Compare two runs: per-case changes, pass rates, McNemar's test; prints the page's path."""
+    from codegen_eval.compare import write_comparison
+
+    try:
+        print(write_comparison(run_a, run_b, out))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot compare {run_a} and {run_b}: {exc}")
 
 
 def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge) -> RunConfig:
@@ -96,14 +139,17 @@ def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, p
     )
 
 
-def _execute(config: RunConfig) -> None:
+def _execute(config: RunConfig, fail_under: float | None = None) -> None:
     total = _preflight(config)
     run_dir = _run_flow(config, total)
-    _print_summary(Path(run_dir))
+    pass_rate = _print_summary(Path(run_dir))
     print(run_dir)
+    if fail_under is not None and pass_rate < fail_under:
+        err.print(f"pass rate {pass_rate:.1%} is under --fail-under {fail_under:.1%}", style="bold red", highlight=False)
+        raise typer.Exit(1)
 
 
-def _print_summary(run_dir: Path) -> None:
+def _print_summary(run_dir: Path) -> float:
     """Verdicts, calls, tokens and cost on stderr, so stdout stays the run directory alone."""
     from rich.table import Table
 
@@ -120,6 +166,7 @@ def _print_summary(run_dir: Path) -> None:
     err.print(table)
     if summary.over_budget:
         err.print(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow")
+    return summary.pass_rate
 
 
 def _preflight(config: RunConfig) -> int:
@@ -128,11 +175,16 @@ def _preflight(config: RunConfig) -> int:
     Returns the number of items to grade."""
     try:
         cases = load_dataset(config.dataset)
-        total = len(load_outputs(config.outputs, cases)) if config.outputs else len(cases)
+        if config.outputs:
+            total = len(load_outputs(config.outputs, cases))
+        elif config.regrade_of:
+            total = len(previous_generations(config.regrade_of, cases))
+        else:
+            total = len(cases)
         if config.rubric:
             _check_rubric(config.rubric)
         models = {config.judge_model} if config.judge else set()
-        if not config.outputs:
+        if not (config.outputs or config.regrade_of):
             models.add(config.model)
         for model in models:
             get_backend(model)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import secrets
+from xml.etree import ElementTree
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,11 +44,57 @@ def write_report(run_dir: Path, summary: Summary, results: list[CaseResult]) -> 
     return path
 
 
+CSV_COLUMNS = ["id", "cid", "format", "difficulty", "verdict", "status", "score", "judge_score", "strategy", "cost_usd"]
+
+
+def write_csv(run_dir: Path, results: list[CaseResult]) -> Path:
+    path = run_dir / "results.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for r in results:
+            judge_score = r.judge.verdict.score if r.judge.verdict else None
+            costs = [c for c in r.cost_usd.values() if c is not None]
+            writer.writerow([r.id, r.cid or "", r.format, r.difficulty, r.verdict.value, r.status, r.score, judge_score,
+                             r.generation.strategy or "recorded", round(sum(costs), 6) if costs else ""])
+    return path
+
+
+def write_junit(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Path:
+    """JUnit XML for CI dashboards: PASS passes, FAIL and PARTIAL fail, ERROR errors."""
+    suite = ElementTree.Element("testsuite", name=f"codegen-eval {summary.dataset}", tests=str(len(results)),
+                                failures=str(summary.verdicts["FAIL"] + summary.verdicts["PARTIAL"]), errors=str(summary.verdicts["ERROR"]))
+    for r in results:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"{r.format}.{r.difficulty}", name=r.id + (f"#{r.cid}" if r.cid else ""))
+        if r.verdict.value in ("FAIL", "PARTIAL"):
+            failed = next((c for c in r.checks if c.gate and not c.passed), None)
+            detail = f"{failed.name}: {failed.message}" if failed else f"score {r.score}"
+            ElementTree.SubElement(case, "failure", message=f"{r.verdict.value} ({r.status})").text = detail
+        elif r.verdict.value == "ERROR":
+            ElementTree.SubElement(case, "error", message=r.status).text = r.generation.error or r.judge.error or r.status
+    path = run_dir / "junit.xml"
+    ElementTree.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
 def write_run(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Path:
     """All of a run's files; returns the report's path."""
     write_results(run_dir, results)
     write_summary(run_dir, summary)
+    write_csv(run_dir, results)
+    write_junit(run_dir, summary, results)
     return write_report(run_dir, summary, results)
+
+
+def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
+    """An earlier run's outputs, paired with today's cases, as generations that cost no call now."""
+    by_id = {case.id: case for case in cases}
+    pairs = []
+    for result in load_results(Path(run_dir)):
+        if result.id not in by_id:
+            raise ValueError(f"{run_dir}: case {result.id!r} is not in the dataset any more")
+        pairs.append((by_id[result.id], result.generation.model_copy(update={"calls": 0, "cached": False, "batch": False})))
+    return pairs
 
 
 def load_results(run_dir: Path) -> list[CaseResult]:

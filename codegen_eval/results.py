@@ -61,6 +61,7 @@ class Summary(BaseModel):
     over_budget: int  # cases left ungraded (in part or whole) by --max-cost
     small_local_judge: bool
     wall_seconds: float | None = None
+    parent: str | None = None  # the run this one re-graded
 
 
 def assemble(

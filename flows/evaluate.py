@@ -1,6 +1,7 @@
 """The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge; then report.
 
-With `config.outputs`, recorded outputs stand in for generation (`codegen-eval grade`).
+With `config.outputs`, recorded outputs stand in for generation (`codegen-eval grade`); with
+`config.regrade_of`, an earlier run's outputs do (`codegen-eval regrade`): no generation call either way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
 from tasks.check import check_batch
-from tasks.dataset import load_cases, load_recorded
+from tasks.dataset import load_cases, load_previous, load_recorded
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
 from tasks.report import report, start_run
@@ -24,12 +25,17 @@ from tasks.report import report, start_run
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     cases = load_cases(config.dataset)
-    items = load_recorded(config.outputs, cases) if config.outputs else [(case, None) for case in cases]
+    if config.outputs:
+        items = load_recorded(config.outputs, cases)
+    elif config.regrade_of:
+        items = load_previous(config.regrade_of, cases)
+    else:
+        items = [(case, None) for case in cases]
     run_dir = start_run(config)
     stages = []
     for index, batch in enumerate(batches(items, config.batch_size)):
         batch_cases = [case for case, _ in batch]
-        if config.outputs:
+        if config.outputs or config.regrade_of:
             generations = [generation for _, generation in batch]
         else:
             generations = generate_batch.submit(batch_cases, config, run_dir, index)

@@ -4,6 +4,7 @@ from prefect import task
 
 from codegen_eval.dataset import Case, load_dataset, load_outputs
 from codegen_eval.generation import Generation, recorded
+from codegen_eval.report import previous_generations
 
 
 @task(name="load-dataset")
@@ -14,3 +15,8 @@ def load_cases(path: str) -> list[Case]:
 @task(name="load-outputs")
 def load_recorded(path: str, cases: list[Case]) -> list[tuple[Case, Generation]]:
     return [(case, recorded(case, r.output, r.cid)) for case, r in load_outputs(path, cases)]
+
+
+@task(name="load-previous-run")
+def load_previous(run_dir: str, cases: list[Case]) -> list[tuple[Case, Generation]]:
+    return previous_generations(run_dir, cases)

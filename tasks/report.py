@@ -37,6 +37,7 @@ def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: 
         rubric=config.rubric or DEFAULT_RUBRIC.name,
     )
     summary.wall_seconds = wall_seconds
+    summary.parent = config.regrade_of
     report_path = write_run(Path(run_dir), summary, results)
     _publish(summary, results, report_path)
     return run_dir

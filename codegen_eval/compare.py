@@ -1,0 +1,108 @@
+"""Comparing two runs: per-case verdict and score changes, pass-rate changes, and a paired test.
+
+The paired test is McNemar's exact test on the shared cases' pass/fail outcomes: only the cases that
+changed carry information, and under "no difference" each change is equally likely to go either way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from math import comb
+from pathlib import Path
+
+import jinja2
+from pydantic import BaseModel
+
+from codegen_eval.report import load_results
+from codegen_eval.results import CaseResult, Summary
+
+
+class CaseDelta(BaseModel):
+    id: str
+    format: str
+    difficulty: str
+    verdict_a: str
+    verdict_b: str
+    score_a: float | None
+    score_b: float | None
+    change: str  # regression, improvement, changed, same
+
+    @property
+    def score_delta(self) -> float | None:
+        return None if self.score_a is None or self.score_b is None else round(self.score_b - self.score_a, 2)
+
+
+class Comparison(BaseModel):
+    run_a: str
+    run_b: str
+    shared: int
+    only_a: int
+    only_b: int
+    deltas: list[CaseDelta]
+    pass_rates: dict[str, dict[str, tuple[float, float, int]]]  # group -> name -> (rate A, rate B, cases)
+    regressions: int
+    improvements: int
+    mcnemar_p: float
+
+
+def mcnemar_exact(a_only_passes: int, b_only_passes: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs."""
+    n = a_only_passes + b_only_passes
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(a_only_passes, b_only_passes) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def compare_runs(run_a: Path, run_b: Path) -> Comparison:
+    a = {_key(r): r for r in load_results(run_a)}
+    b = {_key(r): r for r in load_results(run_b)}
+    shared = [key for key in a if key in b]
+    deltas = [_delta(a[key], b[key]) for key in shared]
+    order = {"regression": 0, "improvement": 1, "changed": 2, "same": 3}
+    deltas.sort(key=lambda d: (order[d.change], -abs(d.score_delta or 0), d.id))
+    regressions = sum(d.change == "regression" for d in deltas)
+    improvements = sum(d.change == "improvement" for d in deltas)
+    return Comparison(
+        run_a=run_a.name, run_b=run_b.name, shared=len(shared), only_a=len(a) - len(shared), only_b=len(b) - len(shared),
+        deltas=deltas, pass_rates=_pass_rates(deltas), regressions=regressions, improvements=improvements,
+        mcnemar_p=round(mcnemar_exact(regressions, improvements), 6),
+    )
+
+
+def write_comparison(run_a: Path, run_b: Path, out: Path | None = None) -> Path:
+    comparison = compare_runs(run_a, run_b)
+    summaries = [Summary.model_validate_json((run / "summary.json").read_text()) for run in (run_a, run_b)]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("codegen_eval", "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.get_template("compare.html.j2").render(c=comparison, a=summaries[0], b=summaries[1])
+    path = out or run_b / f"compare-{run_a.name}.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _key(result: CaseResult) -> str:
+    return result.id + (f"#{result.cid}" if result.cid else "")
+
+
+def _delta(a: CaseResult, b: CaseResult) -> CaseDelta:
+    passed_a, passed_b = a.verdict.value == "PASS", b.verdict.value == "PASS"
+    change = ("regression" if passed_a and not passed_b else "improvement" if passed_b and not passed_a
+              else "changed" if (a.verdict, a.score) != (b.verdict, b.score) else "same")
+    return CaseDelta(id=_key(a), format=a.format, difficulty=a.difficulty, verdict_a=a.verdict.value, verdict_b=b.verdict.value,
+                     score_a=a.score, score_b=b.score, change=change)
+
+
+def _pass_rates(deltas: list[CaseDelta]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    groups: dict[str, dict[str, list[CaseDelta]]] = {"format": defaultdict(list), "difficulty": defaultdict(list), "all": defaultdict(list)}
+    for d in deltas:
+        groups["format"][d.format].append(d)
+        groups["difficulty"][d.difficulty].append(d)
+        groups["all"]["all cases"].append(d)
+    return {
+        group: {name: (_rate(ds, "verdict_a"), _rate(ds, "verdict_b"), len(ds)) for name, ds in sorted(members.items())}
+        for group, members in groups.items()
+    }
+
+
+def _rate(deltas: list[CaseDelta], field: str) -> float:
+    return round(sum(getattr(d, field) == "PASS" for d in deltas) / len(deltas), 4) if deltas else 0.0

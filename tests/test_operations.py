@@ -1,0 +1,95 @@
+"""Re-grading, comparison, exports and --fail-under (parts of the Prefect-operations issue)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+from typer.testing import CliRunner
+
+from codegen_eval.cli import app
+from codegen_eval.compare import compare_runs, mcnemar_exact
+from codegen_eval.config import RunConfig
+from flows.evaluate import evaluate
+from tests.conftest import CLAUDE, SEED
+from tests.messages_api import Reply, seed_responder
+
+
+@pytest.fixture
+def run(prefect_api, api, tmp_path, cache_dir):
+    def run_once(**overrides) -> Path:
+        settings = {"dataset": str(SEED), "model": CLAUDE, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
+        return Path(evaluate(RunConfig(**{**settings, **overrides})))
+
+    return run_once
+
+
+def broken_regex(body):
+    if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+        return Reply(text="^[a-z.-]+$\n```")
+    return seed_responder()(body)
+
+
+def test_regrade_makes_no_generation_calls_and_links_its_parent(run, api, tmp_path, cache_dir, monkeypatch):
+    parent = run()
+    rubric = tmp_path / "new_judge.j2"
+    rubric.write_text("Grade again.\n{{ task }}\n{{ output }}\n{{ expected }}\n{{ criteria }}\nJSON please.")
+    api.reset()
+    monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(cache_dir))
+    result = CliRunner().invoke(app, ["regrade", str(parent), "--rubric", str(rubric), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    child = Path(result.output.strip().splitlines()[-1])
+    summary = json.loads((child / "summary.json").read_text())
+    assert summary["generation"]["calls_made"] == 0 and summary["judging"]["calls_made"] == 4
+    assert api.count("generate") == 0 and api.count("judge") == 4
+    assert json.loads((child / "run.json").read_text())["regrade_of"] == str(parent) and summary["parent"] == str(parent)
+    assert str(parent) in (child / "report.html").read_text()
+
+
+def test_compare_puts_regressions_first_with_a_paired_test(run, api, tmp_path):
+    before = run()
+    api.responder = broken_regex
+    after = run(cache_dir=str(tmp_path / "other-cache"))
+    comparison = compare_runs(before, after)
+    assert comparison.shared == 4 and comparison.regressions == 1 and comparison.improvements == 0
+    assert comparison.deltas[0].id == "regex-s3-bucket-name" and comparison.deltas[0].change == "regression"
+    assert comparison.mcnemar_p == 1.0  # one discordant pair proves nothing
+    assert comparison.pass_rates["format"]["regex"][:2] == (1.0, 0.0)
+    result = CliRunner().invoke(app, ["compare", str(before), str(after)])
+    page = Path(result.output.strip().splitlines()[-1])
+    assert result.exit_code == 0 and page.parent == after
+    html = page.read_text()
+    assert html.index("regex-s3-bucket-name") < html.index("s3-list-buckets") and "McNemar exact p = <b>1.0000" in html
+
+
+def test_mcnemar_exact():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 0) == pytest.approx(0.0625)
+    assert mcnemar_exact(10, 1) == pytest.approx(24 / 2048)
+    assert mcnemar_exact(3, 3) == 1.0
+
+
+def test_csv_and_junit_exports(run, api):
+    api.responder = broken_regex
+    run_dir = run()
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    assert [r["id"] for r in rows][:1] == ["s3-list-buckets"] and len(rows) == 4
+    assert {r["verdict"] for r in rows} == {"PASS", "PARTIAL"} and rows[0]["strategy"] == "prefill"  # partial credit
+    suite = ElementTree.parse(run_dir / "junit.xml").getroot()
+    assert suite.get("tests") == "4" and suite.get("failures") == "1" and suite.get("errors") == "0"
+    failed = [case for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert [case.get("name") for case in failed] == ["regex-s3-bucket-name"]
+    assert "should match but did not" in failed[0].find("failure").text
+
+
+def test_fail_under_exits_non_zero_but_still_reports(prefect_api, api, tmp_path, monkeypatch):
+    api.responder = broken_regex
+    monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["run", "--dataset", str(SEED), "--model", CLAUDE, "--out", str(tmp_path / "runs")]
+    failing = CliRunner().invoke(app, [*args, "--fail-under", "0.9"])
+    assert failing.exit_code == 1 and "under --fail-under" in failing.output
+    passing = CliRunner().invoke(app, [*args, "--fail-under", "0.75"])
+    assert passing.exit_code == 0
