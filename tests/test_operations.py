@@ -93,3 +93,41 @@ def test_fail_under_exits_non_zero_but_still_reports(prefect_api, api, tmp_path,
     assert failing.exit_code == 1 and "under --fail-under" in failing.output
     passing = CliRunner().invoke(app, [*args, "--fail-under", "0.75"])
     assert passing.exit_code == 0
+
+
+def test_kill_9_then_rerun_repeats_no_finished_call(prefect_api, api, tmp_path):
+    """The cache is the journal: every answer is stored as it arrives, so a run killed at any point
+    and started again makes exactly the calls that had not finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from codegen_eval.cache import CallCache
+
+    def slow(body):
+        time.sleep(0.4)
+        return seed_responder()(body)
+
+    api.responder = slow
+    cache_dir = tmp_path / "cache"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "CODEGEN_EVAL_CACHE_DIR": str(cache_dir)}
+    command = [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(SEED), "--model", CLAUDE,
+               "--out", str(tmp_path / "runs"), "--concurrency", "1"]
+    first = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while api.count() < 4 and time.monotonic() < deadline:  # half of the 8 calls under way
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = len(CallCache(cache_dir))
+    assert 3 <= finished < 8
+    api.reset()
+    second = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert api.count() == 8 - finished  # nothing that had finished was asked again
+    summary = json.loads((Path(second.stdout.strip().splitlines()[-1]) / "summary.json").read_text())
+    assert summary["verdicts"]["PASS"] == 4
+    assert summary["generation"]["calls_cached"] + summary["judging"]["calls_cached"] == finished
