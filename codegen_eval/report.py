@@ -34,8 +34,17 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
     return path
 
 
+def score_histogram(results: list[CaseResult]) -> list[int]:
+    """Cases per score bin [0,1), [1,2), ..., [9,10]."""
+    bins = [0] * 10
+    for r in results:
+        if r.score is not None:
+            bins[min(int(r.score), 9)] += 1
+    return bins
+
+
 def render_report(summary: Summary, results: list[CaseResult]) -> str:
-    return _env.get_template("report.html.j2").render(summary=summary, results=results)
+    return _env.get_template("report.html.j2").render(summary=summary, results=results, histogram=score_histogram(results))
 
 
 def write_report(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Path:

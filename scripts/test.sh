@@ -5,4 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 install_project "[local,dev]"
+# The report is checked in real headless Chromium: Debian's package (a browser download is not possible).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's chromium for the browser tests..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+  else
+    echo "The browser tests need /usr/bin/chromium: install Debian's chromium package (apt-get install chromium)." >&2
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -44,3 +44,16 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[MessagesAPI]:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def run(prefect_api, api, tmp_path, cache_dir):
+    """Runs the evaluation flow on the seed cases against the loopback API; returns the run dir."""
+    from codegen_eval.config import RunConfig
+    from flows.evaluate import evaluate
+
+    def run_once(model: str = CLAUDE, **overrides) -> Path:
+        settings = {"dataset": str(SEED), "model": model, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
+        return Path(evaluate(RunConfig(**{**settings, **overrides})))
+
+    return run_once

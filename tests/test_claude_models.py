@@ -16,15 +16,6 @@ from tests.conftest import SEED
 from tests.messages_api import PREFILL_400, Reply, seed_responder
 
 
-@pytest.fixture
-def run(prefect_api, api, tmp_path, cache_dir):
-    def run_once(model: str, **overrides) -> Path:
-        settings = {"dataset": str(SEED), "model": model, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
-        return Path(evaluate(RunConfig(**{**settings, **overrides})))
-
-    return run_once
-
-
 def last_messages(api):
     return [r["messages"][-1]["role"] for r in api.requests]
 

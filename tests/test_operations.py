@@ -18,15 +18,6 @@ from tests.conftest import CLAUDE, SEED
 from tests.messages_api import Reply, seed_responder
 
 
-@pytest.fixture
-def run(prefect_api, api, tmp_path, cache_dir):
-    def run_once(**overrides) -> Path:
-        settings = {"dataset": str(SEED), "model": CLAUDE, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
-        return Path(evaluate(RunConfig(**{**settings, **overrides})))
-
-    return run_once
-
-
 def broken_regex(body):
     if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
         return Reply(text="^[a-z.-]+$\n```")

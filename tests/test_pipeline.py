@@ -14,15 +14,6 @@ from tests.conftest import CLAUDE, SECRET, SEED
 from tests.messages_api import Reply, seed_responder
 
 
-@pytest.fixture
-def run(prefect_api, api, tmp_path, cache_dir):
-    def run_once(**overrides) -> Path:
-        settings = {"dataset": str(SEED), "model": CLAUDE, "judge_model": CLAUDE, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
-        return Path(evaluate(RunConfig(**{**settings, **overrides})))
-
-    return run_once
-
-
 def summary_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
