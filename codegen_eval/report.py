@@ -95,6 +95,19 @@ def write_run(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Pat
     return write_report(run_dir, summary, results)
 
 
+def previous_run(run_dir: Path, dataset: str) -> Path | None:
+    """The latest finished run of the same dataset written beside `run_dir` before it (ids sort by time)."""
+    earlier = []
+    for sibling in run_dir.parent.iterdir():
+        if sibling.name < run_dir.name and (sibling / "summary.json").is_file():
+            try:
+                if json.loads((sibling / "run.json").read_text()).get("dataset") == dataset:
+                    earlier.append(sibling)
+            except (OSError, ValueError):
+                continue
+    return max(earlier, default=None)
+
+
 def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
     """An earlier run's outputs, paired with today's cases, as generations that cost no call now."""
     by_id = {case.id: case for case in cases}

@@ -62,6 +62,7 @@ class Summary(BaseModel):
     small_local_judge: bool
     wall_seconds: float | None = None
     parent: str | None = None  # the run this one re-graded
+    previous_run: str | None = None  # the latest earlier run of the same dataset, compared in compare-<id>.html
 
 
 def assemble(

@@ -10,7 +10,8 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
-from codegen_eval.report import create_run_dir, write_run
+from codegen_eval.compare import write_comparison
+from codegen_eval.report import create_run_dir, previous_run, write_report, write_run, write_summary
 from codegen_eval.results import CaseResult, Summary, assemble, summarize
 
 Batch = tuple[list[Case], list[Generation], list[list[CheckResult]], list[Judgement]]
@@ -39,6 +40,12 @@ def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: 
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
     report_path = write_run(Path(run_dir), summary, results)
+    previous = previous_run(Path(run_dir), config.dataset)
+    if previous is not None:  # link the report to what changed since the last run of this dataset
+        write_comparison(previous, Path(run_dir))
+        summary.previous_run = previous.name
+        write_summary(Path(run_dir), summary)
+        write_report(Path(run_dir), summary, results)
     _publish(summary, results, report_path)
     return run_dir
 

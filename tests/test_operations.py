@@ -49,6 +49,8 @@ def test_compare_puts_regressions_first_with_a_paired_test(run, api, tmp_path):
     assert comparison.deltas[0].id == "regex-s3-bucket-name" and comparison.deltas[0].change == "regression"
     assert comparison.mcnemar_p == 1.0  # one discordant pair proves nothing
     assert comparison.pass_rates["format"]["regex"][:2] == (1.0, 0.0)
+    assert json.loads((after / "summary.json").read_text())["previous_run"] == before.name  # linked automatically
+    assert f'href="compare-{before.name}.html"' in (after / "report.html").read_text()
     result = CliRunner().invoke(app, ["compare", str(before), str(after)])
     page = Path(result.output.strip().splitlines()[-1])
     assert result.exit_code == 0 and page.parent == after
