@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 
 from codegen_eval.cache import CallCache
-from codegen_eval.config import RunConfig
 from codegen_eval.report import load_results
 from codegen_eval.strategies import Strategy, known_strategy, strategy_for
-from flows.evaluate import evaluate
-from tests.conftest import SEED
 from tests.messages_api import PREFILL_400, Reply, seed_responder
 
 

@@ -12,8 +12,6 @@ from typer.testing import CliRunner
 
 from codegen_eval.cli import app
 from codegen_eval.compare import compare_runs, mcnemar_exact
-from codegen_eval.config import RunConfig
-from flows.evaluate import evaluate
 from tests.conftest import CLAUDE, SEED
 from tests.messages_api import Reply, seed_responder
 

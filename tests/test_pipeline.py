@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
-from codegen_eval.config import RunConfig
 from codegen_eval.report import load_results
-from flows.evaluate import evaluate
-from tests.conftest import CLAUDE, SECRET, SEED
+from tests.conftest import CLAUDE, SECRET
 from tests.messages_api import Reply, seed_responder
 
 
