@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from codegen_eval import progress
 from codegen_eval.backends import ConfigError, default_model, get_backend
 from codegen_eval.cache import CacheError, CallCache
-from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig
+from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
 from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
 from codegen_eval.pricing import price
 from codegen_eval.report import previous_generations
@@ -97,16 +96,10 @@ def regrade(
 ) -> None:
     """Check and judge an earlier run's outputs again (current checks, rubric, judge): 0 generation calls."""
     try:
-        parent = RunConfig.model_validate(json.loads((run_dir / "run.json").read_text()))
+        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model, str(out), not no_judge)
     except (OSError, ValueError) as exc:
         _fail(f"{run_dir}: not a run directory ({exc})")
-    update = {"regrade_of": str(run_dir), "outputs": None, "use_batch": False, "out": str(out), "judge": not no_judge,
-              "cache_dir": os.environ.get("CODEGEN_EVAL_CACHE_DIR"), "max_cost_usd": None}
-    if rubric:
-        update["rubric"] = str(rubric)
-    if judge_model:
-        update["judge_model"] = judge_model
-    _execute(parent.model_copy(update=update), fail_under)
+    _execute(config, fail_under)
 
 
 @app.command()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from pydantic import BaseModel, Field, model_validator
 
 from codegen_eval.backends import default_model
@@ -33,3 +37,23 @@ class RunConfig(BaseModel):
         if self.judge_model is None:
             self.judge_model = self.model
         return self
+
+
+def regrade_config(
+    run_dir: str | Path,
+    rubric: str | None = None,
+    judge_model: str | None = None,
+    out: str = DEFAULT_OUT,
+    judge: bool = True,
+) -> RunConfig:
+    """The settings of an earlier run, set to grade its outputs again (no generation)."""
+    parent = RunConfig.model_validate(json.loads((Path(run_dir) / "run.json").read_text()))
+    update = {
+        "regrade_of": str(run_dir), "outputs": None, "use_batch": False, "max_cost_usd": None, "out": out, "judge": judge,
+        "cache_dir": os.environ.get("CODEGEN_EVAL_CACHE_DIR") or parent.cache_dir,
+    }
+    if rubric:
+        update["rubric"] = rubric
+    if judge_model:
+        update["judge_model"] = judge_model
+    return parent.model_copy(update=update)
