@@ -31,7 +31,7 @@ def evaluate(config: RunConfig) -> str:
         items = load_previous(config.regrade_of, cases)
     else:
         items = [(case, None) for case in cases]
-    run_dir = start_run(config)
+    run_dir = start_run(config, len(items))
     stages = []
     for index, batch in enumerate(batches(items, config.batch_size)):
         batch_cases = [case for case, _ in batch]

@@ -12,12 +12,14 @@ from codegen_eval.judge import Judgement, JudgeStatus, judge, judge_request, usa
 from codegen_eval.pricing import budget_for
 from codegen_eval.strategies import strategy_for
 from tasks import finish, open_cache
+from tasks.report import advance_progress
 
 
 @task(name="judge", task_run_name="judge-batch-{batch_index}")
 def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
     if not config.judge:  # --no-judge: verdicts from the checks alone
         progress.advance("judge", len(cases))
+        advance_progress(run_dir, len(cases))
         return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
     cache = open_cache(config.cache_dir)
     budget = budget_for(run_dir, config.max_cost_usd)
@@ -41,4 +43,5 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
         return judgement
 
     judgements = run_concurrently(one, pairs, config.concurrency)
+    advance_progress(run_dir, len(cases))
     return finish(judgements, all(j.calls == 0 for j in judgements))

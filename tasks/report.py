@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from codegen_eval.checks import CheckResult
 from codegen_eval.config import RunConfig
@@ -18,8 +20,32 @@ Batch = tuple[list[Case], list[Generation], list[list[CheckResult]], list[Judgem
 
 
 @task(name="start-run")
-def start_run(config: RunConfig) -> str:
-    return str(create_run_dir(config.out, config.model_dump(mode="json")))
+def start_run(config: RunConfig, total: int) -> str:
+    run_dir = str(create_run_dir(config.out, config.model_dump(mode="json")))
+    artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.model)}", description=f"Cases graded in run {Path(run_dir).name}")
+    _progress[run_dir] = _Progress(artifact, total)
+    return run_dir
+
+
+class _Progress:
+    """A run's progress artifact; its tasks share it in this process (threads of one task runner)."""
+
+    def __init__(self, artifact_id: UUID, total: int):
+        self.artifact_id, self.total, self.done = artifact_id, max(total, 1), 0
+        self.lock = threading.Lock()
+
+
+_progress: dict[str, _Progress] = {}
+
+
+def advance_progress(run_dir: str, cases: int) -> None:
+    """Move the run's progress artifact on by `cases` graded cases."""
+    progress = _progress.get(run_dir)
+    if progress is None:
+        return
+    with progress.lock:
+        progress.done += cases
+        update_progress_artifact(progress.artifact_id, round(100 * progress.done / progress.total, 1))
 
 
 @task(name="report")
@@ -52,7 +78,7 @@ def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: 
 
 def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> None:
     """Prefect artifacts, keyed per dataset and model so the UI versions them run after run."""
-    key = _slug(f"{Path(summary.dataset).stem}-{summary.model}")
+    key = _key(summary.dataset, summary.model)
     create_table_artifact(
         key=f"verdicts-{key}",
         table=[
@@ -72,6 +98,11 @@ def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> 
         ),
         description=f"Summary of run {summary.run_id}",
     )
+
+
+def _key(dataset: str, model: str) -> str:
+    """Artifact keys per dataset and model, so the Prefect UI versions them run after run."""
+    return _slug(f"{Path(dataset).stem}-{model}")
 
 
 def _slug(text: str) -> str:
