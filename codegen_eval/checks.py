@@ -22,6 +22,7 @@ from codegen_eval.dataset import Case, Format, PolicyTests, PythonTests, RegexTe
 from codegen_eval.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
+EQUIVALENCE_LIMITS = Limits(wall_s=5.0, cpu_s=5)
 # CPython 3.11 before 3.11.9 can corrupt ast.parse state when threads parse at once
 # ("AST constructor recursion depth mismatch"): checks run on several threads, so parse one at a time.
 _AST_LOCK = threading.Lock()
@@ -181,7 +182,7 @@ def access(policy: dict[str, Any], tests: PolicyTests) -> CheckResult:
 
 def regex_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
     tests = RegexTests.model_validate(case.tests or {})
-    job = {"kind": "regex", "pattern": code, "match": tests.match, "no_match": tests.no_match, "expected": case.expected}
+    job = {"kind": "regex", "pattern": code, "match": tests.match, "no_match": tests.no_match}
     outcome = sandbox.run(job)
     details = outcome.details
     if outcome.status not in ("PASS", "TEST_FAIL"):
@@ -189,7 +190,7 @@ def regex_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
     total = details.get("tests_total", 0)
     results = [_from_sandbox("tests", outcome, fraction=details["tests_passed"] / total if total else 1.0)]
     results.append(_redos(code, details, sandbox))
-    results.append(_equivalence(details.get("equivalence", {})))
+    results.append(_equivalence(code, case.expected, sandbox))
     return results
 
 
@@ -203,7 +204,12 @@ def _redos(code: str, details: dict[str, Any], sandbox: Sandbox) -> CheckResult:
     return CheckResult(name="redos", status=CheckStatus.OK, message="no ReDoS found (static analysis and attack strings)")
 
 
-def _equivalence(eq: dict[str, Any]) -> CheckResult:
+def _equivalence(code: str, expected: str, sandbox: Sandbox) -> CheckResult:
+    outcome = sandbox.run({"kind": "regex_equivalence", "pattern": code, "expected": expected}, EQUIVALENCE_LIMITS)
+    if outcome.status != "PASS":
+        reason = f"the analysis took over {EQUIVALENCE_LIMITS.wall_s:g} s" if outcome.status == "TIMEOUT" else outcome.message
+        return CheckResult(name="equivalence", gate=False, status=CheckStatus.SKIPPED, message=f"not checked: {reason}")
+    eq = outcome.details
     if not eq.get("checked"):
         return CheckResult(name="equivalence", gate=False, status=CheckStatus.SKIPPED, message=eq.get("reason", "not checked"))
     if eq["equivalent"]:

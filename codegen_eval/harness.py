@@ -41,7 +41,8 @@ def warm_up() -> None:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    return {"python": _python, "regex": _regex, "regex_attack": _regex_attack}[job["kind"]](job)
+    jobs = {"python": _python, "regex": _regex, "regex_attack": _regex_attack, "regex_equivalence": _regex_equivalence}
+    return jobs[job["kind"]](job)
 
 
 def _fail(message: str, **details: Any) -> dict[str, Any]:
@@ -100,7 +101,6 @@ def _regex(job: dict[str, Any]) -> dict[str, Any]:
         "should_match_but_did_not": missed,
         "should_not_match_but_did": wrongly,
         "redos": _redos(job["pattern"]),
-        "equivalence": _equivalence(job["pattern"], job.get("expected")),
     }
     details["attacks"] = _attack_strings(job, details["redos"])
     if missed or wrongly:
@@ -114,6 +114,11 @@ def _regex_attack(job: dict[str, Any]) -> dict[str, Any]:
     for attack in job["attacks"]:
         pattern.search(attack)
     return {"status": "PASS", "message": f"{len(job['attacks'])} attack strings answered in time"}
+
+
+def _regex_equivalence(job: dict[str, Any]) -> dict[str, Any]:
+    """A job of its own: the automaton construction can blow up, and it is only advisory."""
+    return {"status": "PASS", "details": _equivalence(job["pattern"], job.get("expected"))}
 
 
 def _redos(pattern: str) -> list[dict[str, Any]]:
