@@ -18,7 +18,7 @@ from codegen_eval.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
 from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
 from codegen_eval.pricing import price
-from codegen_eval.report import previous_generations
+from codegen_eval.report import errored_ids, last_run, previous_generations
 from codegen_eval.scoring import ScoringConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
@@ -58,11 +58,18 @@ def run(
     max_cost: MaxCost = None,
     batch: Annotated[bool, typer.Option("--batch", help="Send uncached calls as Message Batches (half price, slower).")] = False,
     fail_under: FailUnder = None,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Run again only the ERROR cases of the last run of this dataset and model.")] = False,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    _execute(config.model_copy(update={"max_cost_usd": max_cost, "use_batch": batch}), fail_under)
+    update = {"max_cost_usd": max_cost, "use_batch": batch}
+    if retry_errors:
+        last = last_run(out, str(dataset), model)
+        if last is None:
+            _fail(f"--retry-errors: no earlier run of {dataset} with {model} in {out}")
+        update["retry_errors_of"] = str(last)
+    _execute(config.model_copy(update=update), fail_under)
 
 
 @app.command()
@@ -172,6 +179,8 @@ def _preflight(config: RunConfig) -> int:
             total = len(load_outputs(config.outputs, cases))
         elif config.regrade_of:
             total = len(previous_generations(config.regrade_of, cases))
+        elif config.retry_errors_of:
+            total = len(errored_ids(config.retry_errors_of))
         else:
             total = len(cases)
         if config.rubric:

@@ -24,6 +24,7 @@ class RunConfig(BaseModel):
     max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
     use_batch: bool = False  # --batch: uncached calls go through Message Batches
     regrade_of: str | None = None  # an earlier run directory whose outputs are graded again
+    retry_errors_of: str | None = None  # an earlier run: only its ERROR cases run again, the rest carry over
     outputs: str | None = None  # grade these recorded outputs ({"id", "output", "cid"?} per line) instead of generating
     out: str = DEFAULT_OUT
     cache_dir: str | None = None  # None: CODEGEN_EVAL_CACHE_DIR or artifacts/cache

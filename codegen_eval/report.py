@@ -95,6 +95,19 @@ def write_run(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Pat
     return write_report(run_dir, summary, results)
 
 
+def last_run(out: str | Path, dataset: str, model: str) -> Path | None:
+    """The latest finished run in `out` of this dataset and model."""
+    runs = []
+    for run_dir in Path(out).iterdir() if Path(out).is_dir() else []:
+        try:
+            settings = json.loads((run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (run_dir / "summary.json").is_file() and (settings.get("dataset"), settings.get("model")) == (dataset, model):
+            runs.append(run_dir)
+    return max(runs, default=None)
+
+
 def previous_run(run_dir: Path, dataset: str) -> Path | None:
     """The latest finished run of the same dataset written beside `run_dir` before it (ids sort by time)."""
     earlier = []
@@ -117,6 +130,24 @@ def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
             raise ValueError(f"{run_dir}: case {result.id!r} is not in the dataset any more")
         pairs.append((by_id[result.id], result.generation.model_copy(update={"calls": 0, "cached": False, "batch": False})))
     return pairs
+
+
+def errored_ids(run_dir: str | Path) -> set[str]:
+    return {r.id for r in load_results(Path(run_dir)) if r.verdict.value == "ERROR"}
+
+
+def carry_over(run_dir: str | Path, fresh: list[CaseResult]) -> list[CaseResult]:
+    """An earlier run's results with `fresh` ones in place of theirs; carried cases cost no call now."""
+    by_key = {(r.id, r.cid): r for r in fresh}
+    merged = []
+    for old in load_results(Path(run_dir)):
+        new = by_key.get((old.id, old.cid))
+        if new is None:
+            generation = old.generation.model_copy(update={"calls": 0, "cached": False, "batch": False})
+            judge = old.judge.model_copy(update={"calls": 0, "cached_calls": 0, "batch": False})
+            new = old.model_copy(update={"generation": generation, "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}})
+        merged.append(new)
+    return merged
 
 
 def load_results(run_dir: Path) -> list[CaseResult]:

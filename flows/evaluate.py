@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
 from tasks.check import check_batch
-from tasks.dataset import load_cases, load_previous, load_recorded
+from tasks.dataset import load_cases, load_previous, load_recorded, select_errored
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
 from tasks.report import report, start_run
@@ -25,6 +25,8 @@ from tasks.report import report, start_run
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     cases = load_cases(config.dataset)
+    if config.retry_errors_of:
+        cases = select_errored(config.retry_errors_of, cases)
     if config.outputs:
         items = load_recorded(config.outputs, cases)
     elif config.regrade_of:

@@ -4,7 +4,7 @@ from prefect import task
 
 from codegen_eval.dataset import Case, load_dataset, load_outputs
 from codegen_eval.generation import Generation, recorded
-from codegen_eval.report import previous_generations
+from codegen_eval.report import errored_ids, previous_generations
 
 
 @task(name="load-dataset")
@@ -15,6 +15,13 @@ def load_cases(path: str) -> list[Case]:
 @task(name="load-outputs")
 def load_recorded(path: str, cases: list[Case]) -> list[tuple[Case, Generation]]:
     return [(case, recorded(case, r.output, r.cid)) for case, r in load_outputs(path, cases)]
+
+
+@task(name="select-errored")
+def select_errored(run_dir: str, cases: list[Case]) -> list[Case]:
+    """The cases that ended ERROR in an earlier run (--retry-errors)."""
+    errored = errored_ids(run_dir)
+    return [case for case in cases if case.id in errored]
 
 
 @task(name="load-previous-run")

@@ -13,7 +13,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.compare import write_comparison
-from codegen_eval.report import create_run_dir, previous_run, write_report, write_run, write_summary
+from codegen_eval.report import carry_over, create_run_dir, previous_run, write_report, write_run, write_summary
 from codegen_eval.results import CaseResult, Summary, assemble, summarize
 
 Batch = tuple[list[Case], list[Generation], list[list[CheckResult]], list[Judgement]]
@@ -55,6 +55,8 @@ def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: 
         for cases, generations, checks_list, judgements in batches
         for case, generation, checks, judgement in zip(cases, generations, checks_list, judgements, strict=True)
     ]
+    if config.retry_errors_of:
+        results = carry_over(config.retry_errors_of, results)
     summary = summarize(
         results,
         run_id=Path(run_dir).name,

@@ -122,3 +122,24 @@ def test_kill_9_then_rerun_repeats_no_finished_call(prefect_api, api, tmp_path):
     summary = json.loads((Path(second.stdout.strip().splitlines()[-1]) / "summary.json").read_text())
     assert summary["verdicts"]["PASS"] == 4
     assert summary["generation"]["calls_cached"] + summary["judging"]["calls_cached"] == finished
+
+
+def test_retry_errors_reruns_only_the_errored_cases(run, api, tmp_path, cache_dir, monkeypatch):
+    def flaky(body):
+        if body["messages"][0]["content"].startswith("Write AWS") and "upload_to_s3" in body["messages"][0]["content"]:
+            return Reply(status=400, error={"type": "invalid_request_error", "message": "flaky for test"})
+        return seed_responder()(body)
+
+    api.responder = flaky
+    first_dir = run()
+    assert json.loads((first_dir / "summary.json").read_text())["verdicts"]["ERROR"] == 1
+    api.responder = seed_responder()
+    api.reset()
+    monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(cache_dir))
+    second = CliRunner().invoke(app, ["run", "--dataset", str(SEED), "--model", CLAUDE, "--out", str(tmp_path / "runs"), "--retry-errors"])
+    assert second.exit_code == 0, second.output
+    second_dir = Path(second.output.strip().splitlines()[-1])
+    summary = json.loads((second_dir / "summary.json").read_text())
+    assert summary["cases"] == 4 and summary["verdicts"]["PASS"] == 4
+    assert api.count() == 2 and summary["generation"]["calls_made"] == 1  # one generation and its judgement
+    assert json.loads((second_dir / "run.json").read_text())["retry_errors_of"] == str(first_dir)
