@@ -89,17 +89,24 @@ def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> 
         ],
         description=f"Per-case verdicts of run {summary.run_id}",
     )
+    create_markdown_artifact(key=f"summary-{key}", markdown=summary_markdown(summary, report_path), description=f"Summary of run {summary.run_id}")
+
+
+def summary_markdown(summary: Summary, report_path: Path) -> str:
+    """The run at a glance for the Prefect UI: verdicts, pass rates by group, calls, tokens, cost."""
     counts = " · ".join(f"{v} {n}" for v, n in summary.verdicts.items())
-    create_markdown_artifact(
-        key=f"summary-{key}",
-        markdown=(
-            f"# codegen-eval run {summary.run_id}\n\n{counts} · pass rate {summary.pass_rate:.0%}\n\n"
-            f"Generation: {summary.generation.calls_made} calls, {summary.generation.calls_cached} cached · "
-            f"Judging: {summary.judging.calls_made} calls, {summary.judging.calls_cached} cached\n\n"
-            f"[report.html]({report_path.resolve().as_uri()})\n"
-        ),
-        description=f"Summary of run {summary.run_id}",
-    )
+    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} cases · {counts} · pass rate {summary.pass_rate:.0%}", "",
+             "| group | cases | pass rate |", "| --- | --- | --- |"]
+    for group in (summary.by_format, summary.by_difficulty):
+        for name, verdicts in group.items():
+            total = sum(verdicts.values())
+            lines.append(f"| {name} | {total} | {verdicts['PASS'] / total:.0%} |")
+    lines += ["", "| stage | calls made | from cache | input tokens | output tokens | cost USD |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        lines.append(f"| {name} | {stage.calls_made} | {stage.calls_cached} | {stage.input_tokens} | {stage.output_tokens} | {cost} |")
+    lines += ["", f"[report.html]({report_path.resolve().as_uri()})"]
+    return "\n".join(lines) + "\n"
 
 
 def _key(dataset: str, model: str) -> str:

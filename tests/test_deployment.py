@@ -81,6 +81,8 @@ def test_deployment_runs_through_a_worker_and_lands_in_history(prefect_server, a
     assert {"load-dataset", "start-run", "generate-batch", "check-batch", "judge-batch", "report"} <= names
     assert {a.key for a in artifacts} >= {"verdicts-seed-claude-haiku-4-5", "summary-seed-claude-haiku-4-5", "progress-seed-claude-haiku-4-5"}
     assert next(a for a in artifacts if a.key.startswith("progress-")).data == 100.0
+    markdown = next(a for a in artifacts if a.key.startswith("summary-")).data
+    assert "| python | 2 | 100% |" in markdown and "| generation | 4 | 0 |" in markdown and "report.html" in markdown
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1 and json.loads((run_dirs[0] / "summary.json").read_text())["verdicts"]["PASS"] == 4
     print(f"deployment run through a worker: {wall:.1f} s wall")
