@@ -18,7 +18,7 @@ from codegen_eval.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
 from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
 from codegen_eval.pricing import price
-from codegen_eval.report import errored_ids, last_run, previous_generations
+from codegen_eval.report import errored_ids, latest_run, previous_generations
 from codegen_eval.scoring import ScoringConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
@@ -65,7 +65,7 @@ def run(
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     update = {"max_cost_usd": max_cost, "use_batch": batch}
     if retry_errors:
-        last = last_run(out, str(dataset), model)
+        last = latest_run(out, str(dataset), model)
         if last is None:
             _fail(f"--retry-errors: no earlier run of {dataset} with {model} in {out}")
         update["retry_errors_of"] = str(last)

@@ -39,6 +39,10 @@ class Generation(BaseModel):
     over_budget: bool = False  # not asked: --max-cost would have been exceeded
     batch: bool = False  # answered through a Message Batch (half price)
 
+    def reused(self) -> Generation:
+        """This output graded again later (regrade, carried over): it costs no call then."""
+        return self.model_copy(update={"calls": 0, "cached": False, "batch": False})
+
 
 def generation_request(case: Case, model: str, strategy: Strategy = Strategy.PREFILL) -> ModelRequest:
     prompt = PROMPT.format(format=FORMAT_NAMES[case.format], task=case.task)
@@ -85,7 +89,7 @@ def accept_generation(response: ModelResponse) -> bool:
 
 def generate(case: Case, model: str, cache: CallCache, budget: Budget | None = None) -> Generation:
     build = lambda s: generation_request(case, model, s)  # noqa: E731
-    result, strategy, made = call_with_fallback(model, cache, build, accept_generation, budget)
+    result, strategy, _, made = call_with_fallback(model, cache, build, accept_generation, budget)
     if result.response is None:
         return Generation(
             case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value, over_budget=result.over_budget

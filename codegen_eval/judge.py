@@ -123,8 +123,7 @@ def judge(
         return Judgement(status=JudgeStatus.SKIPPED, error="no code to judge")
     judgement = Judgement(status=JudgeStatus.JUDGE_ERROR)
     build = lambda s: judge_request(case, output, model, rubric, s)  # noqa: E731
-    result, strategy, made = call_with_fallback(model, cache, build, usable, budget)
-    request = judge_request(case, output, model, rubric, strategy)
+    result, _, request, made = call_with_fallback(model, cache, build, usable, budget)
     for attempt in range(2):
         if attempt:
             result = cached_call(request, cache, accept=usable, budget=budget)

@@ -95,30 +95,20 @@ def write_run(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Pat
     return write_report(run_dir, summary, results)
 
 
-def last_run(out: str | Path, dataset: str, model: str) -> Path | None:
-    """The latest finished run in `out` of this dataset and model."""
+def latest_run(out: str | Path, dataset: str, model: str | None = None, before: str | None = None) -> Path | None:
+    """The latest finished run in `out` of `dataset` (and `model`, if given) whose id sorts before
+    `before` (run ids sort by time)."""
     runs = []
     for run_dir in Path(out).iterdir() if Path(out).is_dir() else []:
+        if (before is not None and run_dir.name >= before) or not (run_dir / "summary.json").is_file():
+            continue
         try:
             settings = json.loads((run_dir / "run.json").read_text())
         except (OSError, ValueError):
             continue
-        if (run_dir / "summary.json").is_file() and (settings.get("dataset"), settings.get("model")) == (dataset, model):
+        if settings.get("dataset") == dataset and model in (None, settings.get("model")):
             runs.append(run_dir)
     return max(runs, default=None)
-
-
-def previous_run(run_dir: Path, dataset: str) -> Path | None:
-    """The latest finished run of the same dataset written beside `run_dir` before it (ids sort by time)."""
-    earlier = []
-    for sibling in run_dir.parent.iterdir():
-        if sibling.name < run_dir.name and (sibling / "summary.json").is_file():
-            try:
-                if json.loads((sibling / "run.json").read_text()).get("dataset") == dataset:
-                    earlier.append(sibling)
-            except (OSError, ValueError):
-                continue
-    return max(earlier, default=None)
 
 
 def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
@@ -128,7 +118,7 @@ def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
     for result in load_results(Path(run_dir)):
         if result.id not in by_id:
             raise ValueError(f"{run_dir}: case {result.id!r} is not in the dataset any more")
-        pairs.append((by_id[result.id], result.generation.model_copy(update={"calls": 0, "cached": False, "batch": False})))
+        pairs.append((by_id[result.id], result.generation.reused()))
     return pairs
 
 
@@ -143,9 +133,8 @@ def carry_over(run_dir: str | Path, fresh: list[CaseResult]) -> list[CaseResult]
     for old in load_results(Path(run_dir)):
         new = by_key.get((old.id, old.cid))
         if new is None:
-            generation = old.generation.model_copy(update={"calls": 0, "cached": False, "batch": False})
             judge = old.judge.model_copy(update={"calls": 0, "cached_calls": 0, "batch": False})
-            new = old.model_copy(update={"generation": generation, "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}})
+            new = old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}})
         merged.append(new)
     return merged
 

@@ -302,7 +302,7 @@ class Sandbox:
         self.limits = limits or Limits()
         self._idle: queue.Queue[_Zygote | None] = queue.Queue()
         base = UID_BASE + (os.getpid() % 100_000) * 64
-        for slot in range(self.slots):
+        for _ in range(self.slots):
             self._idle.put(None)  # started on first use
         self._uids = iter(range(base, base + 64))
         self._lock = threading.Lock()

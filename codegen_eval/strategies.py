@@ -79,15 +79,16 @@ def call_with_fallback(
     build: Callable[[Strategy], ModelRequest],
     accept: Callable[[ModelResponse], bool] | None = None,
     budget: Budget | None = None,
-) -> tuple[CallResult, Strategy, int]:
+) -> tuple[CallResult, Strategy, ModelRequest, int]:
     """Call with the model's strategy; when the model rejects that strategy, switch and call again.
 
-    Returns the last result, the strategy it used, and the number of calls made (not from cache)."""
+    Returns the last result, its strategy and request, and the number of calls made (not from cache)."""
     strategy, made = strategy_for(model, cache), 0
     while True:
-        result = cached_call(build(strategy), cache, accept=accept, budget=budget)
+        request = build(strategy)
+        result = cached_call(request, cache, accept=accept, budget=budget)
         made += 0 if result.cached else 1
         following = fallback_after(model, strategy, result.error, cache) if result.error else None
         if following is None:
-            return result, strategy, made
+            return result, strategy, request, made
         strategy = following

@@ -13,7 +13,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.compare import write_comparison
-from codegen_eval.report import carry_over, create_run_dir, previous_run, write_report, write_run, write_summary
+from codegen_eval.report import carry_over, create_run_dir, latest_run, write_report, write_run, write_summary
 from codegen_eval.results import CaseResult, Summary, assemble, summarize
 
 Batch = tuple[list[Case], list[Generation], list[list[CheckResult]], list[Judgement]]
@@ -68,7 +68,7 @@ def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: 
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
     report_path = write_run(Path(run_dir), summary, results)
-    previous = previous_run(Path(run_dir), config.dataset)
+    previous = latest_run(Path(run_dir).parent, config.dataset, before=Path(run_dir).name)
     if previous is not None:  # link the report to what changed since the last run of this dataset
         write_comparison(previous, Path(run_dir))
         summary.previous_run = previous.name
