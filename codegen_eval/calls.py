@@ -1,17 +1,20 @@
-"""Every model call goes through here: cache first, then the backend, on a bounded shared pool."""
+"""Every model call goes through here: cache first, then the backend under the run's call policy
+(concurrency limiter, retries, timeout, budget), on a bounded shared pool."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
 
-from codegen_eval.backends import BackendError, ModelRequest, ModelResponse, get_backend
+from codegen_eval.backends import BackendError, ModelRequest, TransientError, ModelResponse, get_backend
 from codegen_eval.cache import CallCache, request_key
 from codegen_eval.pricing import Budget, cost_usd, worst_case_usd
+from codegen_eval.ratelimit import AdaptiveLimiter, with_retries
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,15 +26,28 @@ class CallResult(BaseModel):
     response: ModelResponse | None = None
     error: str | None = None
     over_budget: bool = False  # not made: its worst-case cost would pass --max-cost
+    retries: int = 0  # transient failures retried before this answer (or this error)
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How a run makes its calls; one per run, shared by its generation and judging."""
+
+    limiter: AdaptiveLimiter | None = None  # None: unlimited (the local backend serialises itself)
+    timeout_s: float | None = None  # per call; None: the backend's default
+    max_attempts: int = 6  # tries per call on transient errors
+    budget: Budget | None = None  # --max-cost
 
 
 def cached_call(
     request: ModelRequest,
     cache: CallCache,
     accept: Callable[[ModelResponse], bool] | None = None,
-    budget: Budget | None = None,
+    policy: CallPolicy | None = None,
 ) -> CallResult:
     """Answer from the cache, or call the model and store the answer if `accept` approves it."""
+    policy = policy or CallPolicy()
+    budget = policy.budget
     backend = get_backend(request.model)
     identity = backend.identity()
     key = request_key(request, identity)
@@ -41,17 +57,18 @@ def cached_call(
     estimate = worst_case_usd(request) if budget else 0.0
     if budget and not budget.reserve(estimate):
         return CallResult(key=key, cached=False, error="not made: the --max-cost budget would be exceeded", over_budget=True)
+    retries = 0
     try:
-        response = backend.complete(request)
+        response, retries = with_retries(lambda: backend.complete(request, policy.timeout_s), policy.limiter, policy.max_attempts)
     except BackendError as exc:
         if budget:
             budget.settle(estimate, 0.0)
-        return CallResult(key=key, cached=False, error=str(exc))
+        return CallResult(key=key, cached=False, error=str(exc), retries=policy.max_attempts - 1 if isinstance(exc, TransientError) else 0)
     if budget:
         budget.settle(estimate, cost_usd(request.model, response.usage) or 0.0)
     if accept is None or accept(response):
         cache.put(key, request, identity, response)
-    return CallResult(key=key, cached=False, response=response)
+    return CallResult(key=key, cached=False, response=response, retries=retries)
 
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
@@ -61,8 +78,9 @@ _pools_lock = threading.Lock()
 def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int, pool_name: str = "model-call") -> list[R]:
     """Map `fn` over `items` on one process-wide pool per (name, size).
 
-    Generation and judging tasks of every batch share the "model-call" pool, so at most `concurrency`
-    model calls are in flight whatever Prefect runs in parallel (Prefect's own pool is unbounded).
+    Generation and judging tasks of every batch share the "model-call" pool, so the number of threads
+    stays bounded whatever Prefect runs in parallel; how many calls are actually in flight is the
+    run's `AdaptiveLimiter`'s business.
     """
     with _pools_lock:
         pool = _pools.get((pool_name, concurrency))

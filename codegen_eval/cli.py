@@ -59,17 +59,26 @@ def run(
     batch: Annotated[bool, typer.Option("--batch", help="Send uncached calls as Message Batches (half price, slower).")] = False,
     fail_under: FailUnder = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Run again only the ERROR cases of the last run of this dataset and model.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one model call may take before it is retried.")] = 120.0,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Tries per call on 429, 529, 5xx and timeouts.")] = 6,
+    task_runner: Annotated[str, typer.Option(help="thread, or dask (a LocalCluster, or --dask-address).")] = "thread",
+    dask_address: Annotated[Optional[str], typer.Option(help="A running Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    update = {"max_cost_usd": max_cost, "use_batch": batch}
+    update = {"max_cost_usd": max_cost, "use_batch": batch, "timeout_s": timeout, "max_attempts": max_attempts,
+              "task_runner": task_runner, "dask_address": dask_address}
     if retry_errors:
         last = latest_run(out, str(dataset), model)
         if last is None:
             _fail(f"--retry-errors: no earlier run of {dataset} with {model} in {out}")
         update["retry_errors_of"] = str(last)
-    _execute(config.model_copy(update=update), fail_under)
+    try:
+        config = RunConfig.model_validate({**config.model_dump(), **update})
+    except ValueError as exc:
+        _fail(str(exc))
+    _execute(config, fail_under)
 
 
 @app.command()
@@ -158,11 +167,11 @@ def _print_summary(run_dir: Path) -> float:
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
     verdicts = "  ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
     table = Table(title=f"{summary.cases} cases · {verdicts} · pass rate {summary.pass_rate:.0%}", title_justify="left")
-    for column in ("stage", "calls made", "from cache", "input tokens", "output tokens", "cost USD"):
+    for column in ("stage", "calls made", "from cache", "retries", "input tokens", "output tokens", "cost USD"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
         cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
-        table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.input_tokens), str(stage.output_tokens), cost)
+        table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.retries), str(stage.input_tokens), str(stage.output_tokens), cost)
     err.print(table)
     if summary.over_budget:
         err.print(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow")
@@ -214,7 +223,7 @@ def _check_rubric(path: str) -> None:
 def _run_flow(config: RunConfig, total: int) -> str:
     # A busy 2-core machine needs more than Prefect's default 20 s to start its ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from flows.evaluate import evaluate
+    from flows.evaluate import run_evaluation
 
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
@@ -229,7 +238,7 @@ def _run_flow(config: RunConfig, total: int) -> str:
 
         progress.subscribe(listener)
         try:
-            return evaluate(config)
+            return run_evaluation(config)
         finally:
             progress.unsubscribe(listener)
 

@@ -6,15 +6,17 @@ changed carry information, and under "no difference" each change is equally like
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from math import comb
 from pathlib import Path
+from typing import NamedTuple
 
 import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.report import load_results
-from codegen_eval.results import CaseResult, Summary
+from codegen_eval.report import RESULTS
+from codegen_eval.results import Summary
 
 
 class CaseDelta(BaseModel):
@@ -55,8 +57,7 @@ def mcnemar_exact(a_only_passes: int, b_only_passes: int) -> float:
 
 
 def compare_runs(run_a: Path, run_b: Path) -> Comparison:
-    a = {_key(r): r for r in load_results(run_a)}
-    b = {_key(r): r for r in load_results(run_b)}
+    a, b = _outcomes(run_a), _outcomes(run_b)
     shared = [key for key in a if key in b]
     deltas = [_delta(a[key], b[key]) for key in shared]
     order = {"regression": 0, "improvement": 1, "changed": 2, "same": 3}
@@ -80,15 +81,32 @@ def write_comparison(run_a: Path, run_b: Path, out: Path | None = None) -> Path:
     return path
 
 
-def _key(result: CaseResult) -> str:
-    return result.id + (f"#{result.cid}" if result.cid else "")
+class Outcome(NamedTuple):
+    """What a comparison needs of a case: a few fields, not the whole result (runs can be 20,000 cases)."""
+
+    key: str
+    format: str
+    difficulty: str
+    verdict: str
+    score: float | None
 
 
-def _delta(a: CaseResult, b: CaseResult) -> CaseDelta:
-    passed_a, passed_b = a.verdict.value == "PASS", b.verdict.value == "PASS"
+def _outcomes(run_dir: Path) -> dict[str, Outcome]:
+    outcomes = {}
+    with (run_dir / RESULTS).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                key = r["id"] + (f"#{r['cid']}" if r.get("cid") else "")
+                outcomes[key] = Outcome(key, r["format"], r["difficulty"], r["verdict"], r["score"])
+    return outcomes
+
+
+def _delta(a: Outcome, b: Outcome) -> CaseDelta:
+    passed_a, passed_b = a.verdict == "PASS", b.verdict == "PASS"
     change = ("regression" if passed_a and not passed_b else "improvement" if passed_b and not passed_a
               else "changed" if (a.verdict, a.score) != (b.verdict, b.score) else "same")
-    return CaseDelta(id=_key(a), format=a.format, difficulty=a.difficulty, verdict_a=a.verdict.value, verdict_b=b.verdict.value,
+    return CaseDelta(id=a.key, format=a.format, difficulty=a.difficulty, verdict_a=a.verdict, verdict_b=b.verdict,
                      score_a=a.score, score_b=b.score, change=change)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -28,7 +29,11 @@ class RunConfig(BaseModel):
     outputs: str | None = None  # grade these recorded outputs ({"id", "output", "cid"?} per line) instead of generating
     out: str = DEFAULT_OUT
     cache_dir: str | None = None  # None: CODEGEN_EVAL_CACHE_DIR or artifacts/cache
-    concurrency: int = Field(8, ge=1, le=512)
+    concurrency: int = Field(8, ge=1, le=512)  # model calls in flight, generation and judging together
+    timeout_s: float = Field(120.0, gt=0)  # per model call
+    max_attempts: int = Field(6, ge=1)  # tries per call on 429, 529, 5xx and timeouts
+    task_runner: Literal["thread", "dask"] = "thread"  # dask: fan batches out to a Dask cluster
+    dask_address: str | None = None  # a running Dask scheduler; None starts a LocalCluster
     # Cases per Prefect task: one task per case per stage would swamp a Prefect server (~25 task runs/s).
     batch_size: int = Field(50, ge=1)
     scoring: ScoringConfig = ScoringConfig()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.cache import CallCache
 from codegen_eval.dataset import Case
-from codegen_eval.pricing import Budget
+from codegen_eval.calls import CallPolicy
 from codegen_eval.strategies import Strategy, call_with_fallback
 
 PROMPT = "Write AWS {format} code for the following task. Return ONLY the code — no explanation.\n\nTask:\n{task}"
@@ -38,6 +38,7 @@ class Generation(BaseModel):
     refused: bool = False  # stop_reason "refusal": not graded, not cached
     over_budget: bool = False  # not asked: --max-cost would have been exceeded
     batch: bool = False  # answered through a Message Batch (half price)
+    retries: int = 0  # transient API failures retried on the way
 
     def reused(self) -> Generation:
         """This output graded again later (regrade, carried over): it costs no call then."""
@@ -87,12 +88,13 @@ def accept_generation(response: ModelResponse) -> bool:
     return response.stop_reason != "refusal"
 
 
-def generate(case: Case, model: str, cache: CallCache, budget: Budget | None = None) -> Generation:
+def generate(case: Case, model: str, cache: CallCache, policy: CallPolicy | None = None) -> Generation:
     build = lambda s: generation_request(case, model, s)  # noqa: E731
-    result, strategy, _, made = call_with_fallback(model, cache, build, accept_generation, budget)
+    result, strategy, _, made = call_with_fallback(model, cache, build, accept_generation, policy)
     if result.response is None:
         return Generation(
-            case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value, over_budget=result.over_budget
+            case_id=case.id, key=result.key, error=result.error, calls=made, strategy=strategy.value, over_budget=result.over_budget,
+            retries=result.retries,
         )
     response = result.response
     return Generation(
@@ -107,6 +109,7 @@ def generate(case: Case, model: str, cache: CallCache, budget: Budget | None = N
         strategy=strategy.value,
         truncated=response.stop_reason == "max_tokens",
         refused=response.stop_reason == "refusal",
+        retries=result.retries,
     )
 
 

@@ -13,9 +13,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.cache import CallCache
-from codegen_eval.calls import cached_call
+from codegen_eval.calls import CallPolicy, cached_call
 from codegen_eval.dataset import Case
-from codegen_eval.pricing import Budget
 from codegen_eval.strategies import Strategy, call_with_fallback
 
 DEFAULT_RUBRIC = Path(__file__).parent / "templates" / "judge.j2"
@@ -64,6 +63,7 @@ class Judgement(BaseModel):
     cached_calls: int = 0
     usage: Usage = Usage()  # of the calls made, not those served from the cache
     batch: bool = False  # first answer came through a Message Batch (half price)
+    retries: int = 0  # transient API failures retried on the way
 
 
 @lru_cache(maxsize=8)
@@ -116,20 +116,21 @@ def usable(response: ModelResponse) -> bool:
 
 
 def judge(
-    case: Case, output: str, model: str, cache: CallCache, rubric: str | None = None, budget: Budget | None = None
+    case: Case, output: str, model: str, cache: CallCache, rubric: str | None = None, policy: CallPolicy | None = None
 ) -> Judgement:
     """Grade one output: one attempt, and one retry that tells the judge what was wrong."""
     if not output.strip():
         return Judgement(status=JudgeStatus.SKIPPED, error="no code to judge")
     judgement = Judgement(status=JudgeStatus.JUDGE_ERROR)
     build = lambda s: judge_request(case, output, model, rubric, s)  # noqa: E731
-    result, _, request, made = call_with_fallback(model, cache, build, usable, budget)
+    result, _, request, made = call_with_fallback(model, cache, build, usable, policy)
     for attempt in range(2):
         if attempt:
-            result = cached_call(request, cache, accept=usable, budget=budget)
+            result = cached_call(request, cache, accept=usable, policy=policy)
             made = 0 if result.cached else 1
         judgement.calls += made
         judgement.cached_calls += 1 if result.cached else 0
+        judgement.retries += result.retries
         if result.response is None:
             judgement.error = result.error
             if result.over_budget:

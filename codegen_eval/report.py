@@ -1,17 +1,22 @@
-"""Writing a run to disk: results.jsonl, summary.json and a self-contained report.html."""
+"""Writing a run to disk: results.jsonl (streamed as batches finish), summary.json, results.csv, junit.xml
+and a self-contained report.html (paged beyond PAGE_SIZE cases)."""
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
 import secrets
-from xml.etree import ElementTree
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from xml.etree import ElementTree
 
 import jinja2
+from pydantic import BaseModel
 
-from codegen_eval.results import CaseResult, Summary
+from codegen_eval.results import CaseResult, Summary, SummaryBuilder
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("codegen_eval", "templates"),
@@ -20,12 +25,67 @@ _env = jinja2.Environment(
 )
 
 
-def write_results(run_dir: Path, results: list[CaseResult]) -> Path:
-    path = run_dir / "results.jsonl"
-    with path.open("w", encoding="utf-8") as f:
-        for result in results:
-            f.write(result.model_dump_json() + "\n")
-    return path
+RESULTS = "results.jsonl"
+PAGE_SIZE = 500  # cases per report page: 20,000 cases make 40 pages a browser opens at once
+
+
+def append_results(run_dir: Path, results: list[CaseResult]) -> None:
+    """Add finished cases to results.jsonl now, not at the end: memory stays flat and a crash keeps them.
+
+    One write per batch under an exclusive lock, so tasks in other threads or processes (a Dask
+    worker) never interleave their lines.
+    """
+    data = "".join(result.model_dump_json() + "\n" for result in results).encode()
+    with (Path(run_dir) / RESULTS).open("ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.write(data)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def iter_results(run_dir: Path) -> Iterator[CaseResult]:
+    path = Path(run_dir) / RESULTS
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield CaseResult.model_validate_json(line)
+
+
+def load_results(run_dir: Path) -> list[CaseResult]:
+    return list(iter_results(run_dir))
+
+
+def result_key(result: CaseResult | dict) -> tuple[str, str | None]:
+    """A result's identity in a run: the case, and the candidate when several outputs grade one case."""
+    return (result.id, result.cid) if isinstance(result, CaseResult) else (result["id"], result.get("cid"))
+
+
+def order_results(run_dir: Path, order: list[tuple[str, str | None]]) -> None:
+    """Rewrite results.jsonl in `order` (batches append in the order they finish).
+
+    Only offsets are held in memory; a key written twice (a retried task) keeps its last line, and
+    lines whose key is not in `order` keep their place after the ordered ones.
+    """
+    path = Path(run_dir) / RESULTS
+    offsets: dict[tuple[str, str | None], tuple[int, int]] = {}
+    with path.open("rb") as f:
+        position = 0
+        for line in f:
+            if line.strip():
+                offsets[result_key(json.loads(line))] = (position, len(line))
+            position += len(line)
+        ranked = {key: rank for rank, key in enumerate(order)}
+        keys = sorted(offsets, key=lambda k: ranked.get(k, len(ranked)))
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as out:
+            for key in keys:
+                start, length = offsets[key]
+                f.seek(start)
+                out.write(f.read(length))
+    os.replace(tmp, path)
 
 
 def write_summary(run_dir: Path, summary: Summary) -> Path:
@@ -34,65 +94,91 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
     return path
 
 
-def score_histogram(results: list[CaseResult]) -> list[int]:
-    """Cases per score bin [0,1), [1,2), ..., [9,10]."""
-    bins = [0] * 10
-    for r in results:
-        if r.score is not None:
-            bins[min(int(r.score), 9)] += 1
-    return bins
-
-
-def render_report(summary: Summary, results: list[CaseResult]) -> str:
-    return _env.get_template("report.html.j2").render(summary=summary, results=results, histogram=score_histogram(results))
-
-
-def write_report(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Path:
-    path = run_dir / "report.html"
-    path.write_text(render_report(summary, results), encoding="utf-8")
-    return path
-
-
-CSV_COLUMNS = ["id", "cid", "format", "difficulty", "verdict", "status", "score", "judge_score", "strategy", "cost_usd"]
-
-
-def write_csv(run_dir: Path, results: list[CaseResult]) -> Path:
-    path = run_dir / "results.csv"
-    with path.open("w", encoding="utf-8", newline="") as f:
+def summarize_run(run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str) -> Summary:
+    """One pass over results.jsonl: the run's summary, with results.csv written on the way."""
+    builder = SummaryBuilder(model, judge_model)
+    with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
-        for r in results:
-            judge_score = r.judge.verdict.score if r.judge.verdict else None
-            costs = [c for c in r.cost_usd.values() if c is not None]
-            writer.writerow([r.id, r.cid or "", r.format, r.difficulty, r.verdict.value, r.status, r.score, judge_score,
-                             r.generation.strategy or "recorded", round(sum(costs), 6) if costs else ""])
-    return path
+        for r in iter_results(run_dir):
+            builder.add(r)
+            writer.writerow(_csv_row(r))
+    return builder.build(run_id=run_id, dataset=dataset, rubric=rubric)
 
 
-def write_junit(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Path:
-    """JUnit XML for CI dashboards: PASS passes, FAIL and PARTIAL fail, ERROR errors."""
-    suite = ElementTree.Element("testsuite", name=f"codegen-eval {summary.dataset}", tests=str(len(results)),
+CSV_COLUMNS = ["id", "cid", "format", "difficulty", "verdict", "status", "score", "judge_score", "strategy", "cost_usd", "retries"]
+
+
+def _csv_row(r: CaseResult) -> list:
+    judge_score = r.judge.verdict.score if r.judge.verdict else None
+    costs = [c for c in r.cost_usd.values() if c is not None]
+    return [r.id, r.cid or "", r.format, r.difficulty, r.verdict.value, r.status, r.score, judge_score,
+            r.generation.strategy or "recorded", round(sum(costs), 6) if costs else "", r.generation.retries + r.judge.retries]
+
+
+class Page(BaseModel):
+    number: int  # 1-based
+    count: int
+    first: int  # 0-based index of its first case in the run
+
+    @staticmethod
+    def filename(number: int) -> str:
+        return "report.html" if number == 1 else f"report-p{number}.html"
+
+
+def render_report(summary: Summary, results: list[CaseResult], page: Page | None = None) -> str:
+    page = page or Page(number=1, count=1, first=0)
+    return _env.get_template("report.html.j2").render(summary=summary, results=results, page=page, page_file=Page.filename)
+
+
+def write_report(run_dir: Path, summary: Summary) -> Path:
+    """report.html, plus report-p2.html ... when the run has more than PAGE_SIZE cases."""
+    count = max(1, -(-summary.cases // PAGE_SIZE))
+    number, chunk = 1, []
+    for result in iter_results(run_dir):
+        chunk.append(result)
+        if len(chunk) == PAGE_SIZE:
+            _write_page(run_dir, summary, chunk, Page(number=number, count=count, first=(number - 1) * PAGE_SIZE))
+            number, chunk = number + 1, []
+    if chunk or number == 1:
+        _write_page(run_dir, summary, chunk, Page(number=number, count=count, first=(number - 1) * PAGE_SIZE))
+    return run_dir / Page.filename(1)
+
+
+def _write_page(run_dir: Path, summary: Summary, results: list[CaseResult], page: Page) -> None:
+    (run_dir / Page.filename(page.number)).write_text(render_report(summary, results, page), encoding="utf-8")
+
+
+def write_junit(run_dir: Path, summary: Summary) -> Path:
+    """JUnit XML for CI dashboards: PASS passes, FAIL and PARTIAL fail, ERROR errors. Streamed case by case."""
+    suite = ElementTree.Element("testsuite", name=f"codegen-eval {summary.dataset}", tests=str(summary.cases),
                                 failures=str(summary.verdicts["FAIL"] + summary.verdicts["PARTIAL"]), errors=str(summary.verdicts["ERROR"]))
-    for r in results:
-        case = ElementTree.SubElement(suite, "testcase", classname=f"{r.format}.{r.difficulty}", name=r.id + (f"#{r.cid}" if r.cid else ""))
-        if r.verdict.value in ("FAIL", "PARTIAL"):
-            failed = next((c for c in r.checks if c.gate and not c.passed), None)
-            detail = f"{failed.name}: {failed.message}" if failed else f"score {r.score}"
-            ElementTree.SubElement(case, "failure", message=f"{r.verdict.value} ({r.status})").text = detail
-        elif r.verdict.value == "ERROR":
-            ElementTree.SubElement(case, "error", message=r.status).text = r.generation.error or r.judge.error or r.status
+    opening = ElementTree.tostring(suite, encoding="unicode").replace(" />", ">")
     path = run_dir / "junit.xml"
-    ElementTree.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.write("<?xml version='1.0' encoding='utf-8'?>\n" + opening + "\n")
+        for r in iter_results(run_dir):
+            f.write(ElementTree.tostring(_testcase(r), encoding="unicode") + "\n")
+        f.write("</testsuite>\n")
     return path
 
 
-def write_run(run_dir: Path, summary: Summary, results: list[CaseResult]) -> Path:
-    """All of a run's files; returns the report's path."""
-    write_results(run_dir, results)
+def _testcase(r: CaseResult) -> ElementTree.Element:
+    case = ElementTree.Element("testcase", classname=f"{r.format}.{r.difficulty}", name=r.id + (f"#{r.cid}" if r.cid else ""))
+    if r.verdict.value in ("FAIL", "PARTIAL"):
+        failed = next((c for c in r.checks if c.gate and not c.passed), None)
+        detail = f"{failed.name}: {failed.message}" if failed else f"score {r.score}"
+        ElementTree.SubElement(case, "failure", message=f"{r.verdict.value} ({r.status})").text = detail
+    elif r.verdict.value == "ERROR":
+        ElementTree.SubElement(case, "error", message=r.status).text = r.generation.error or r.judge.error or r.status
+    return case
+
+
+def write_run(run_dir: Path, summary: Summary) -> Path:
+    """summary.json, junit.xml and the report pages beside results.jsonl; returns the report's path."""
     write_summary(run_dir, summary)
-    write_csv(run_dir, results)
-    write_junit(run_dir, summary, results)
-    return write_report(run_dir, summary, results)
+    write_junit(run_dir, summary)
+    return write_report(run_dir, summary)
 
 
 def latest_run(out: str | Path, dataset: str, model: str | None = None, before: str | None = None) -> Path | None:
@@ -115,7 +201,7 @@ def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
     """An earlier run's outputs, paired with today's cases, as generations that cost no call now."""
     by_id = {case.id: case for case in cases}
     pairs = []
-    for result in load_results(Path(run_dir)):
+    for result in iter_results(Path(run_dir)):
         if result.id not in by_id:
             raise ValueError(f"{run_dir}: case {result.id!r} is not in the dataset any more")
         pairs.append((by_id[result.id], result.generation.reused()))
@@ -123,25 +209,25 @@ def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
 
 
 def errored_ids(run_dir: str | Path) -> set[str]:
-    return {r.id for r in load_results(Path(run_dir)) if r.verdict.value == "ERROR"}
+    return {r.id for r in iter_results(Path(run_dir)) if r.verdict.value == "ERROR"}
 
 
-def carry_over(run_dir: str | Path, fresh: list[CaseResult]) -> list[CaseResult]:
-    """An earlier run's results with `fresh` ones in place of theirs; carried cases cost no call now."""
-    by_key = {(r.id, r.cid): r for r in fresh}
-    merged = []
-    for old in load_results(Path(run_dir)):
-        new = by_key.get((old.id, old.cid))
-        if new is None:
-            judge = old.judge.model_copy(update={"calls": 0, "cached_calls": 0, "batch": False})
-            new = old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}})
-        merged.append(new)
-    return merged
+def carry_over(earlier: str | Path, run_dir: Path) -> list[tuple[str, str | None]]:
+    """Append the earlier run's results that this run did not redo; they cost no call now.
 
-
-def load_results(run_dir: Path) -> list[CaseResult]:
-    with (Path(run_dir) / "results.jsonl").open(encoding="utf-8") as f:
-        return [CaseResult.model_validate(json.loads(line)) for line in f if line.strip()]
+    Returns the earlier run's order of cases, which the merged run keeps."""
+    fresh = {result_key(r) for r in iter_results(run_dir)}
+    order, carried = [], []
+    for old in iter_results(Path(earlier)):
+        order.append(result_key(old))
+        if result_key(old) not in fresh:
+            judge = old.judge.model_copy(update={"calls": 0, "cached_calls": 0, "batch": False, "retries": 0})
+            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}}))
+        if len(carried) >= PAGE_SIZE:
+            append_results(run_dir, carried)
+            carried = []
+    append_results(run_dir, carried)
+    return order
 
 
 def create_run_dir(out: str | Path, settings: dict) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from pydantic import BaseModel
 
@@ -36,6 +37,7 @@ class CaseResult(BaseModel):
 class StageStats(BaseModel):
     calls_made: int = 0
     calls_cached: int = 0
+    retries: int = 0  # transient API failures (429, 529, 5xx, timeouts) tried again
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0  # of the calls made; None when the model's price is unknown
@@ -60,6 +62,7 @@ class Summary(BaseModel):
     cost_usd: float | None
     over_budget: int  # cases left ungraded (in part or whole) by --max-cost
     small_local_judge: bool
+    histogram: list[int] = [0] * 10  # cases per score bin [0,1), [1,2), ..., [9,10]
     wall_seconds: float | None = None
     parent: str | None = None  # the run this one re-graded
     previous_run: str | None = None  # the latest earlier run of the same dataset, compared in compare-<id>.html
@@ -101,41 +104,71 @@ def assemble(
     )
 
 
-def summarize(results: list[CaseResult], *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str) -> Summary:
-    verdicts = Counter(r.verdict.value for r in results)
-    by_format: dict[str, Counter[str]] = defaultdict(Counter)
-    by_difficulty: dict[str, Counter[str]] = defaultdict(Counter)
-    generation, judging = StageStats(), StageStats()
+class SummaryBuilder:
+    """A run's summary built from a stream of results in one pass, so 20,000 cases need no list."""
+
+    def __init__(self, model: str, judge_model: str):
+        self.model, self.judge_model = model, judge_model
+        self.cases = 0
+        self.verdicts: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.strategies: Counter[str] = Counter()
+        self.by_format: dict[str, Counter[str]] = defaultdict(Counter)
+        self.by_difficulty: dict[str, Counter[str]] = defaultdict(Counter)
+        self.generation, self.judging = StageStats(), StageStats()
+        self.histogram = [0] * 10  # cases per score bin [0,1), [1,2), ..., [9,10]
+        self.judged = False
+
+    def add(self, r: CaseResult) -> None:
+        self.cases += 1
+        self.verdicts[r.verdict.value] += 1
+        self.statuses[r.status] += 1
+        self.strategies[r.generation.strategy or "recorded"] += 1
+        self.by_format[r.format][r.verdict.value] += 1
+        self.by_difficulty[r.difficulty][r.verdict.value] += 1
+        if r.score is not None:
+            self.histogram[min(int(r.score), 9)] += 1
+        self.judged = self.judged or r.judge.status.value != "SKIPPED"
+        g, j = r.generation, r.judge
+        _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, self.model, g.batch)
+        _add(self.judging, j.calls, j.cached_calls, j.retries, j.usage, self.judge_model, j.batch)
+
+    def build(self, *, run_id: str, dataset: str, rubric: str) -> Summary:
+        generation, judging = self.generation, self.judging
+        return Summary(
+            run_id=run_id,
+            dataset=dataset,
+            model=self.model,
+            judge_model=self.judge_model,
+            rubric=rubric,
+            cases=self.cases,
+            verdicts=_full(self.verdicts),
+            pass_rate=round(self.verdicts.get("PASS", 0) / self.cases, 4) if self.cases else 0.0,
+            statuses=dict(self.statuses),
+            strategies=dict(self.strategies),
+            by_format={k: _full(c) for k, c in sorted(self.by_format.items())},
+            by_difficulty={k: _full(c) for k, c in sorted(self.by_difficulty.items())},
+            generation=generation,
+            judging=judging,
+            total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
+            cost_usd=None if None in (generation.cost_usd, judging.cost_usd) else round(generation.cost_usd + judging.cost_usd, 6),
+            over_budget=self.statuses.get("OVER_BUDGET", 0),
+            small_local_judge=self.judge_model == LOCAL_MODEL and self.judged,
+            histogram=self.histogram,
+        )
+
+
+def summarize(results: Iterable[CaseResult], *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str) -> Summary:
+    builder = SummaryBuilder(model, judge_model)
     for r in results:
-        by_format[r.format][r.verdict.value] += 1
-        by_difficulty[r.difficulty][r.verdict.value] += 1
-        _add(generation, r.generation.calls, int(r.generation.cached), r.generation.usage, model, r.generation.batch)
-        _add(judging, r.judge.calls, r.judge.cached_calls, r.judge.usage, judge_model, r.judge.batch)
-    return Summary(
-        run_id=run_id,
-        dataset=dataset,
-        model=model,
-        judge_model=judge_model,
-        rubric=rubric,
-        cases=len(results),
-        verdicts={v: verdicts.get(v, 0) for v in VERDICTS},
-        pass_rate=round(verdicts.get("PASS", 0) / len(results), 4) if results else 0.0,
-        statuses=dict(Counter(r.status for r in results)),
-        strategies=dict(Counter(r.generation.strategy or "recorded" for r in results)),
-        by_format={k: _full(c) for k, c in sorted(by_format.items())},
-        by_difficulty={k: _full(c) for k, c in sorted(by_difficulty.items())},
-        generation=generation,
-        judging=judging,
-        total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
-        cost_usd=None if None in (generation.cost_usd, judging.cost_usd) else round(generation.cost_usd + judging.cost_usd, 6),
-        over_budget=sum(1 for r in results if r.status == "OVER_BUDGET"),
-        small_local_judge=judge_model == LOCAL_MODEL and any(r.judge.status.value != "SKIPPED" for r in results),
-    )
+        builder.add(r)
+    return builder.build(run_id=run_id, dataset=dataset, rubric=rubric)
 
 
-def _add(stats: StageStats, made: int, cached: int, usage: Usage, model: str, batch: bool) -> None:
+def _add(stats: StageStats, made: int, cached: int, retries: int, usage: Usage, model: str, batch: bool) -> None:
     stats.calls_made += made
     stats.calls_cached += cached
+    stats.retries += retries
     # Tokens and cost count what this run paid for, so answers served from the cache add none.
     if made:
         stats.input_tokens += usage.input_tokens

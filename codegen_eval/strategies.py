@@ -22,8 +22,7 @@ from enum import StrEnum
 
 from codegen_eval.backends import LOCAL_MODEL, ModelRequest, ModelResponse
 from codegen_eval.cache import CallCache
-from codegen_eval.calls import CallResult, cached_call
-from codegen_eval.pricing import Budget
+from codegen_eval.calls import CallPolicy, CallResult, cached_call
 
 
 class Strategy(StrEnum):
@@ -78,7 +77,7 @@ def call_with_fallback(
     cache: CallCache,
     build: Callable[[Strategy], ModelRequest],
     accept: Callable[[ModelResponse], bool] | None = None,
-    budget: Budget | None = None,
+    policy: CallPolicy | None = None,
 ) -> tuple[CallResult, Strategy, ModelRequest, int]:
     """Call with the model's strategy; when the model rejects that strategy, switch and call again.
 
@@ -86,7 +85,7 @@ def call_with_fallback(
     strategy, made = strategy_for(model, cache), 0
     while True:
         request = build(strategy)
-        result = cached_call(request, cache, accept=accept, budget=budget)
+        result = cached_call(request, cache, accept=accept, policy=policy)
         made += 0 if result.cached else 1
         following = fallback_after(model, strategy, result.error, cache) if result.error else None
         if following is None:

@@ -1,4 +1,5 @@
-"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge; then report.
+"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge -> record;
+then the report is built from what was recorded.
 
 With `config.outputs`, recorded outputs stand in for generation (`codegen-eval grade`); with
 `config.regrade_of`, an earlier run's outputs do (`codegen-eval regrade`): no generation call either way.
@@ -7,9 +8,10 @@ With `config.outputs`, recorded outputs stand in for generation (`codegen-eval g
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
@@ -17,11 +19,16 @@ from tasks.check import check_batch
 from tasks.dataset import load_cases, load_previous, load_recorded, select_errored
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
-from tasks.report import report, start_run
+from tasks.report import record_batch, report, start_run
+
+# Batches whose results are not yet recorded. Enough to keep the call limiter busy while one batch is
+# being checked; bounded so a 20,000-case run holds a few batches in memory, not all of them.
+IN_FLIGHT_BATCHES = 4
+TASKS_PER_BATCH = 4  # generate, check, judge, record
 
 
 # Bounded: Prefect's default thread pool has no limit. Model calls have their own bounded pool.
-@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True)
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     cases = load_cases(config.dataset)
@@ -34,7 +41,7 @@ def evaluate(config: RunConfig) -> str:
     else:
         items = [(case, None) for case in cases]
     run_dir = start_run(config, len(items))
-    stages = []
+    in_flight: deque = deque()
     for index, batch in enumerate(batches(items, config.batch_size)):
         batch_cases = [case for case, _ in batch]
         if config.outputs or config.regrade_of:
@@ -43,11 +50,26 @@ def evaluate(config: RunConfig) -> str:
             generations = generate_batch.submit(batch_cases, config, run_dir, index)
         checks = check_batch.submit(batch_cases, generations, index)
         judgements = judge_batch.submit(batch_cases, generations, config, run_dir, index)
-        stages.append((batch_cases, generations, checks, judgements))
-    finished = [(b, _value(g), c.result(), j.result()) for b, g, c, j in stages]
-    return report(run_dir, config, finished, round(time.perf_counter() - started, 3))
+        in_flight.append(record_batch.submit(batch_cases, generations, checks, judgements, config, run_dir, index))
+        if len(in_flight) >= IN_FLIGHT_BATCHES:
+            in_flight.popleft().result()
+    for recorded in in_flight:
+        recorded.result()
+    order = [(case.id, generation.cid if generation else None) for case, generation in items]
+    return report(run_dir, config, order, round(time.perf_counter() - started, 3))
 
 
-def _value(generations):
-    """A batch's generations: already a list when recorded, a task future when generated."""
-    return generations if isinstance(generations, list) else generations.result()
+def task_runner_for(config: RunConfig) -> TaskRunner:
+    """The runner `config.task_runner` names: threads here, or a Dask cluster for the fan-out."""
+    if config.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner  # optional: the `dask` extra
+
+        if config.dask_address:
+            return DaskTaskRunner(address=config.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": IN_FLIGHT_BATCHES * TASKS_PER_BATCH // 2})
+    return ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH)
+
+
+def run_evaluation(config: RunConfig) -> str:
+    """Run the flow on the task runner the config asks for; returns the run directory."""
+    return evaluate.with_options(task_runner=task_runner_for(config))(config)

@@ -13,6 +13,10 @@ from typing import Any
 from prefect.states import Completed, State
 
 from codegen_eval.cache import CallCache
+from codegen_eval.calls import CallPolicy
+from codegen_eval.config import RunConfig
+from codegen_eval.pricing import budget_for
+from codegen_eval.ratelimit import limiter_for
 
 
 @lru_cache(maxsize=4)
@@ -22,3 +26,18 @@ def open_cache(directory: str | None) -> CallCache:
 
 def finish(result: Any, all_cached: bool) -> Any | State:
     return Completed(data=result, name="Cached") if all_cached else result
+
+
+def call_policy(config: RunConfig, run_dir: str) -> CallPolicy:
+    """The run's call policy in this process: one limiter and one budget shared by all its tasks."""
+    return CallPolicy(
+        limiter=limiter_for(config.concurrency),
+        timeout_s=config.timeout_s,
+        max_attempts=config.max_attempts,
+        budget=budget_for(run_dir, config.max_cost_usd),
+    )
+
+
+def pool_size(config: RunConfig) -> int:
+    """Threads for model calls: twice the limit, so calls waiting out a back-off leave room for others."""
+    return 2 * config.concurrency

@@ -8,15 +8,14 @@ from codegen_eval.calls import run_concurrently
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, accept_generation, generate, generation_request
-from codegen_eval.pricing import budget_for
 from codegen_eval.strategies import strategy_for
-from tasks import finish, open_cache
+from tasks import call_policy, finish, open_cache, pool_size
 
 
 @task(name="generate", task_run_name="generate-batch-{batch_index}")
 def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0):
     cache = open_cache(config.cache_dir)
-    budget = budget_for(run_dir, config.max_cost_usd)
+    policy = call_policy(config, run_dir)
     fetched: set[str] = set()
     if config.use_batch:
         strategy = strategy_for(config.model, cache)
@@ -24,11 +23,11 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
         fetched = prefetch(requests, cache, "generate", accept_generation)
 
     def one(case: Case) -> Generation:
-        generation = generate(case, config.model, cache, budget)
+        generation = generate(case, config.model, cache, policy)
         if generation.key in fetched:  # paid for in this run's batch, not an earlier run's cache
             generation.cached, generation.calls, generation.batch = False, 1, True
         progress.advance("generate")
         return generation
 
-    generations = run_concurrently(one, cases, config.concurrency)
+    generations = run_concurrently(one, cases, pool_size(config))
     return finish(generations, all(g.cached for g in generations))

@@ -9,20 +9,17 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import Judgement, JudgeStatus, judge, judge_request, usable
-from codegen_eval.pricing import budget_for
 from codegen_eval.strategies import strategy_for
-from tasks import finish, open_cache
-from tasks.report import advance_progress
+from tasks import call_policy, finish, open_cache, pool_size
 
 
 @task(name="judge", task_run_name="judge-batch-{batch_index}")
 def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
     if not config.judge:  # --no-judge: verdicts from the checks alone
         progress.advance("judge", len(cases))
-        advance_progress(run_dir, len(cases))
         return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
     cache = open_cache(config.cache_dir)
-    budget = budget_for(run_dir, config.max_cost_usd)
+    policy = call_policy(config, run_dir)
     pairs = list(zip(cases, generations, strict=True))
     first_requests = {}
     if config.use_batch:
@@ -34,7 +31,7 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
 
     def one(pair: tuple[Case, Generation]) -> Judgement:
         case, generation = pair
-        judgement = judge(case, generation.code, config.judge_model, cache, config.rubric, budget)
+        judgement = judge(case, generation.code, config.judge_model, cache, config.rubric, policy)
         request = first_requests.get(case.id)
         if request is not None and (key := key_of(request)) in fetched:  # paid for in this run's batch
             judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
@@ -42,6 +39,5 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
         progress.advance("judge")
         return judgement
 
-    judgements = run_concurrently(one, pairs, config.concurrency)
-    advance_progress(run_dir, len(cases))
+    judgements = run_concurrently(one, pairs, pool_size(config))
     return finish(judgements, all(j.calls == 0 for j in judgements))

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-import threading
+import json
+import os
+from itertools import islice
 from pathlib import Path
 from uuid import UUID
 
@@ -13,82 +15,87 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.compare import write_comparison
-from codegen_eval.report import carry_over, create_run_dir, latest_run, write_report, write_run, write_summary
-from codegen_eval.results import CaseResult, Summary, assemble, summarize
-
-Batch = tuple[list[Case], list[Generation], list[list[CheckResult]], list[Judgement]]
+from codegen_eval.report import append_results, carry_over, create_run_dir, iter_results, latest_run, order_results, summarize_run, write_run
+from codegen_eval.results import Summary, assemble
 
 
 @task(name="start-run")
 def start_run(config: RunConfig, total: int) -> str:
     run_dir = str(create_run_dir(config.out, config.model_dump(mode="json")))
     artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.model)}", description=f"Cases graded in run {Path(run_dir).name}")
-    _progress[run_dir] = _Progress(artifact, total)
+    (Path(run_dir) / _PROGRESS).write_text(json.dumps({"artifact_id": str(artifact), "total": total}), encoding="utf-8")
     return run_dir
 
 
-class _Progress:
-    """A run's progress artifact; its tasks share it in this process (threads of one task runner)."""
-
-    def __init__(self, artifact_id: UUID, total: int):
-        self.artifact_id, self.total, self.done = artifact_id, max(total, 1), 0
-        self.lock = threading.Lock()
-
-
-_progress: dict[str, _Progress] = {}
+# The progress artifact's state lives in the run directory, not in memory, so tasks running in other
+# processes (a Dask worker) move the same bar: each graded batch appends one byte per case.
+_PROGRESS, _GRADED = "progress.json", "progress.graded"
 
 
 def advance_progress(run_dir: str, cases: int) -> None:
     """Move the run's progress artifact on by `cases` graded cases."""
-    progress = _progress.get(run_dir)
-    if progress is None:
+    try:
+        progress = json.loads((Path(run_dir) / _PROGRESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return
-    with progress.lock:
-        progress.done += cases
-        update_progress_artifact(progress.artifact_id, round(100 * progress.done / progress.total, 1))
+    fd = os.open(Path(run_dir) / _GRADED, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"." * cases)
+        done = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    update_progress_artifact(UUID(progress["artifact_id"]), round(100 * min(done, progress["total"]) / max(progress["total"], 1), 1))
+
+
+@task(name="record", task_run_name="record-batch-{batch_index}")
+def record_batch(
+    cases: list[Case], generations: list[Generation], checks: list[list[CheckResult]], judgements: list[Judgement],
+    config: RunConfig, run_dir: str, batch_index: int = 0,
+) -> int:
+    """Score a batch and append it to results.jsonl at once; returns the number of cases recorded."""
+    results = [
+        assemble(case, generation, case_checks, judgement, config.scoring, (config.model, config.judge_model))
+        for case, generation, case_checks, judgement in zip(cases, generations, checks, judgements, strict=True)
+    ]
+    append_results(Path(run_dir), results)
+    advance_progress(run_dir, len(results))
+    return len(results)
 
 
 @task(name="report")
-def report(run_dir: str, config: RunConfig, batches: list[Batch], wall_seconds: float | None = None) -> str:
-    results = [
-        assemble(case, generation, checks, judgement, config.scoring, (config.model, config.judge_model))
-        for cases, generations, checks_list, judgements in batches
-        for case, generation, checks, judgement in zip(cases, generations, checks_list, judgements, strict=True)
-    ]
+def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]], wall_seconds: float | None = None) -> str:
+    """Summary, CSV, JUnit and HTML from results.jsonl, streamed: memory does not grow with the run."""
+    path = Path(run_dir)
     if config.retry_errors_of:
-        results = carry_over(config.retry_errors_of, results)
-    summary = summarize(
-        results,
-        run_id=Path(run_dir).name,
-        dataset=config.dataset,
-        model=config.model,
-        judge_model=config.judge_model,
+        order = carry_over(config.retry_errors_of, path)
+    order_results(path, order)
+    summary = summarize_run(
+        path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_model,
         rubric=config.rubric or DEFAULT_RUBRIC.name,
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
-    report_path = write_run(Path(run_dir), summary, results)
-    previous = latest_run(Path(run_dir).parent, config.dataset, before=Path(run_dir).name)
+    previous = latest_run(path.parent, config.dataset, before=path.name)
+    summary.previous_run = previous.name if previous else None
+    report_path = write_run(path, summary)
     if previous is not None:  # link the report to what changed since the last run of this dataset
-        write_comparison(previous, Path(run_dir))
-        summary.previous_run = previous.name
-        write_summary(Path(run_dir), summary)
-        write_report(Path(run_dir), summary, results)
-    _publish(summary, results, report_path)
+        write_comparison(previous, path)
+    _publish(summary, path, report_path)
     return run_dir
 
 
-def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> None:
+TABLE_ROWS = 1000  # the verdicts table artifact's cap: the server stores artifacts whole
+
+
+def _publish(summary: Summary, run_dir: Path, report_path: Path) -> None:
     """Prefect artifacts, keyed per dataset and model so the UI versions them run after run."""
     key = _key(summary.dataset, summary.model)
-    create_table_artifact(
-        key=f"verdicts-{key}",
-        table=[
-            {"id": r.id, "format": r.format, "difficulty": r.difficulty, "score": r.score, "verdict": r.verdict.value, "status": r.status}
-            for r in results
-        ],
-        description=f"Per-case verdicts of run {summary.run_id}",
-    )
+    rows = [
+        {"id": r.id, "format": r.format, "difficulty": r.difficulty, "score": r.score, "verdict": r.verdict.value, "status": r.status}
+        for r in islice(iter_results(run_dir), TABLE_ROWS)
+    ]
+    more = f" (first {TABLE_ROWS} of {summary.cases}; all in results.csv)" if summary.cases > TABLE_ROWS else ""
+    create_table_artifact(key=f"verdicts-{key}", table=rows, description=f"Per-case verdicts of run {summary.run_id}{more}")
     create_markdown_artifact(key=f"summary-{key}", markdown=summary_markdown(summary, report_path), description=f"Summary of run {summary.run_id}")
 
 
@@ -101,10 +108,10 @@ def summary_markdown(summary: Summary, report_path: Path) -> str:
         for name, verdicts in group.items():
             total = sum(verdicts.values())
             lines.append(f"| {name} | {total} | {verdicts['PASS'] / total:.0%} |")
-    lines += ["", "| stage | calls made | from cache | input tokens | output tokens | cost USD |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| stage | calls made | from cache | retries | input tokens | output tokens | cost USD |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
         cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
-        lines.append(f"| {name} | {stage.calls_made} | {stage.calls_cached} | {stage.input_tokens} | {stage.output_tokens} | {cost} |")
+        lines.append(f"| {name} | {stage.calls_made} | {stage.calls_cached} | {stage.retries} | {stage.input_tokens} | {stage.output_tokens} | {cost} |")
     lines += ["", f"[report.html]({report_path.resolve().as_uri()})"]
     return "\n".join(lines) + "\n"
 

@@ -50,7 +50,7 @@ def test_second_run_makes_no_calls(run, api):
     api.reset()
     second = summary_of(run())
     assert api.count() == 0
-    assert second["generation"] == {"calls_made": 0, "calls_cached": 4, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    assert second["generation"] == {"calls_made": 0, "calls_cached": 4, "retries": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     assert second["judging"]["calls_made"] == 0 and second["judging"]["calls_cached"] == 4
     assert second["verdicts"]["PASS"] == 4
 

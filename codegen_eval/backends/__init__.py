@@ -60,11 +60,20 @@ class Backend(Protocol):
     def identity(self) -> dict[str, Any]:
         """What, besides the request, decides the answer (endpoint, weights, sampling)."""
 
-    def complete(self, request: ModelRequest) -> ModelResponse: ...
+    def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse: ...
 
 
 class BackendError(RuntimeError):
-    """A model call that failed for good (after the backend's own retries)."""
+    """A model call that failed for good."""
+
+
+class TransientError(BackendError):
+    """A failure worth retrying: rate limited, overloaded, a 5xx, a timeout, a dropped connection."""
+
+    def __init__(self, message: str, kind: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.kind = kind  # rate_limit, overloaded, server, timeout, connection
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(ValueError):

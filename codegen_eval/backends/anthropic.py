@@ -1,7 +1,8 @@
 """Claude through the official SDK.
 
-The SDK's own retries (408/409/429/5xx and 529, honouring retry-after) stay on. Sampling arguments are
-never sent: SDK >= 1.0 rejects `temperature=`.
+The SDK's own retries are off: transient failures (429, 529, 5xx, timeouts) are raised as
+`TransientError` and retried by `codegen_eval.ratelimit`, which also shrinks the run's concurrency on a
+429. Sampling arguments are never sent: SDK >= 1.0 rejects `temperature=`.
 """
 
 from __future__ import annotations
@@ -12,48 +13,51 @@ from typing import Any
 
 import anthropic
 
-from codegen_eval.backends import BackendError, ConfigError, ModelRequest, ModelResponse, Usage
+from codegen_eval.backends import BackendError, ConfigError, ModelRequest, ModelResponse, TransientError, Usage
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 
 
 class AnthropicBackend:
-    def __init__(self, max_retries: int = 2, timeout_s: float = 600.0):
+    def __init__(self, max_retries: int = 0, timeout_s: float = 600.0):
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise ConfigError("ANTHROPIC_API_KEY is not set: set it, or use --model local for the embedded model")
         # The SDK reads the key and ANTHROPIC_BASE_URL from the environment itself.
         self._client = anthropic.Anthropic(max_retries=max_retries, timeout=timeout_s)
+        # Batch submission and polling are few and not rate-limited per case: the SDK's retries do.
+        self._batches = self._client.with_options(max_retries=2).messages.batches
 
     def identity(self) -> dict[str, Any]:
         # The endpoint is part of what answers; the key is not and never leaves the client.
         endpoint = os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_ENDPOINT
         return {"backend": "anthropic", "endpoint": endpoint.split("@")[-1].rstrip("/")}
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
+    def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
+        options = {"timeout": timeout_s} if timeout_s else {}
         try:
-            message = self._client.messages.create(**self.params(request))
+            message = self._client.messages.create(**self.params(request), **options)
         except anthropic.APIError as exc:
-            raise BackendError(f"{type(exc).__name__}: {_short(exc)}") from exc
+            raise _error(exc) from exc
         return _response(message)
 
     # Message Batches: half price, asynchronous (most finish within an hour).
     def submit_batch(self, items: list[tuple[str, ModelRequest]]) -> str:
         requests = [{"custom_id": custom_id, "params": self.params(request)} for custom_id, request in items]
         try:
-            return self._client.messages.batches.create(requests=requests).id
+            return self._batches.create(requests=requests).id
         except anthropic.APIError as exc:
             raise BackendError(f"{type(exc).__name__}: {_short(exc)}") from exc
 
     def batch_progress(self, batch_id: str) -> tuple[bool, int]:
         """(ended, requests finished so far)."""
-        batch = self._client.messages.batches.retrieve(batch_id)
+        batch = self._batches.retrieve(batch_id)
         counts = batch.request_counts
         done = counts.succeeded + counts.errored + counts.canceled + counts.expired
         return batch.processing_status == "ended", done
 
     def batch_results(self, batch_id: str) -> Iterator[tuple[str, ModelResponse | None]]:
         """(custom_id, the answer, or None for a request that errored, was canceled or expired)."""
-        for item in self._client.messages.batches.results(batch_id):
+        for item in self._batches.results(batch_id):
             yield item.custom_id, _response(item.result.message) if item.result.type == "succeeded" else None
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
@@ -76,6 +80,35 @@ def _response(message: Any) -> ModelResponse:
     text = "".join(block.text for block in message.content if block.type == "text")
     usage = Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
     return ModelResponse(text=text, stop_reason=message.stop_reason or "unknown", usage=usage)
+
+
+def _error(exc: anthropic.APIError) -> BackendError:
+    """The SDK's exception as ours: transient ones carry their kind and the server's retry-after."""
+    message = f"{type(exc).__name__}: {_short(exc)}"
+    if isinstance(exc, anthropic.APITimeoutError):
+        return TransientError(message, "timeout")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return TransientError(message, "connection")
+    status = getattr(exc, "status_code", None)
+    if status == 429:
+        return TransientError(message, "rate_limit", _retry_after_s(exc))
+    if status == 529:
+        return TransientError(message, "overloaded", _retry_after_s(exc))
+    if status in (408, 409) or (status is not None and status >= 500):
+        return TransientError(message, "server", _retry_after_s(exc))
+    return BackendError(message)
+
+
+def _retry_after_s(exc: anthropic.APIError) -> float | None:
+    """The server's requested wait: `retry-after-ms` or `retry-after` in seconds (HTTP dates ignored)."""
+    response = getattr(exc, "response", None)
+    headers = response.headers if response is not None else {}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers[name]) / scale)
+        except (KeyError, ValueError):
+            continue
+    return None
 
 
 def _short(exc: anthropic.APIError) -> str:

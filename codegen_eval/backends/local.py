@@ -98,7 +98,7 @@ class LocalBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": "local", "weights_sha256": WEIGHTS_SHA256, "sampling": SAMPLING, "n_ctx": N_CTX}
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
+    def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
         with self._lock:
             llm = self._load()
             kwargs: dict[str, Any] = {}
