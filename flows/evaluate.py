@@ -12,6 +12,7 @@ from collections import deque
 
 from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import opaque
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
@@ -42,15 +43,17 @@ def evaluate(config: RunConfig) -> str:
         items = [(case, None) for case in cases]
     run_dir = start_run(config, len(items))
     in_flight: deque = deque()
+    settings = opaque(config)
     for index, batch in enumerate(batches(items, config.batch_size)):
-        batch_cases = [case for case, _ in batch]
+        # opaque: Prefect resolves a future but does not walk the objects inside (~1 s per 1,000 cases).
+        batch_cases = opaque([case for case, _ in batch])
         if config.outputs or config.regrade_of:
-            generations = [generation for _, generation in batch]
+            generations = opaque([generation for _, generation in batch])
         else:
-            generations = generate_batch.submit(batch_cases, config, run_dir, index)
-        checks = check_batch.submit(batch_cases, generations, index)
-        judgements = judge_batch.submit(batch_cases, generations, config, run_dir, index)
-        in_flight.append(record_batch.submit(batch_cases, generations, checks, judgements, config, run_dir, index))
+            generations = opaque(generate_batch.submit(batch_cases, settings, run_dir, index))
+        checks = opaque(check_batch.submit(batch_cases, generations, index))
+        judgements = opaque(judge_batch.submit(batch_cases, generations, settings, run_dir, index))
+        in_flight.append(record_batch.submit(batch_cases, generations, checks, judgements, settings, run_dir, index))
         if len(in_flight) >= IN_FLIGHT_BATCHES:
             in_flight.popleft().result()
     for recorded in in_flight:

@@ -7,9 +7,13 @@ does (the answer is cut at the first one, which is reported and not included).
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import itertools
 import json
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,21 +28,25 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     thinking: str | None = None  # a thinking block sent before the text
     stop_reason: str | None = None  # force one (e.g. "max_tokens", "refusal")
+    hang_s: float = 0.0  # wait this long before answering (a hung request)
 
 
 Responder = Callable[[dict[str, Any]], Reply]
 
 
 class MessagesAPI:
-    def __init__(self, responder: Responder):
+    def __init__(self, responder: Responder, latency_s: float = 0.0, port: int = 0):
         self.responder = responder
+        self.latency_s = latency_s  # added to every /v1/messages answer, as a remote API's would be
         self.requests: list[dict[str, Any]] = []
+        self.keep_requests = True
+        self.served = 0  # requests received, kept or not
         self.headers: list[dict[str, str]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.batches: dict[str, dict[str, Any]] = {}  # id -> {"requests", "polls", "results"}
         self.polls_before_end = 2  # a batch reports "in_progress" this many times, then "ended"
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -67,6 +75,8 @@ class MessagesAPI:
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         reply = self.responder(body)
+        if reply.hang_s:
+            time.sleep(reply.hang_s)  # past the client's timeout: it has given up and will retry
         if reply.status != 200:
             return reply.status, {"type": "error", "error": reply.error or {"type": "api_error", "message": "error"}}, reply.headers
         text, stop_reason, stop_sequence = reply.text, "end_turn", None
@@ -119,21 +129,31 @@ class MessagesAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 path = self.path.split("?")[0]
                 with api._lock:
-                    if path == "/v1/messages":  # batch requests are kept in api.batches
+                    api.served += 1
+                    if path == "/v1/messages" and api.keep_requests:  # batch requests are kept in api.batches
                         api.requests.append(body)
-                    api.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    if api.keep_requests:
+                        api.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if path == "/v1/messages/batches":
                     self._send(200, json.dumps(api._create_batch(body)).encode())
                     return
                 if path != "/v1/messages":
                     status, payload, headers = 404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}}, {}
                 else:
+                    if api.latency_s:
+                        time.sleep(api.latency_s)
                     status, payload, headers = api._answer(body)
-                self._send(status, json.dumps(payload).encode(), headers)
+                try:
+                    self._send(status, json.dumps(payload).encode(), headers)
+                except OSError:  # the client gave up first (a hung request past its timeout)
+                    self.close_connection = True
 
             def do_GET(self) -> None:  # noqa: N802
                 parts = self.path.split("?")[0].strip("/").split("/")  # v1 messages batches <id> [results]
@@ -217,3 +237,97 @@ def seed_responder(verdict: dict[str, Any] | str = GOOD_VERDICT, thinking: str |
         return Reply(text=shape(body, code, json.dumps({"code": code})), thinking=thinking)
 
     return respond
+
+
+class Faults:
+    """Wraps a responder so that a share of requests fail the ways a busy API fails: 429 with a
+    retry-after, 529 overloaded, 500, or no answer before the client's timeout.
+
+    Deterministic: whether attempt n of a given request fails depends only on the request and n, so
+    two runs meet the same faults. `counts` tallies what was served.
+    """
+
+    KINDS = ("rate_limit", "overloaded", "server", "hang")
+
+    def __init__(self, responder: Responder, rate: float, hang_s: float = 2.0, retry_after_s: float = 0.2):
+        self.responder, self.rate, self.hang_s, self.retry_after_s = responder, rate, hang_s, retry_after_s
+        self.counts: Counter[str] = Counter()
+        self._attempts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            attempt = self._attempts[key]
+            self._attempts[key] += 1
+        draw = int(hashlib.sha256(f"{key}:{attempt}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if draw >= self.rate:
+            with self._lock:
+                self.counts["ok"] += 1
+            return self.responder(body)
+        kind = self.KINDS[int(draw / self.rate * len(self.KINDS)) % len(self.KINDS)]
+        with self._lock:
+            self.counts[kind] += 1
+        if kind == "rate_limit":
+            return Reply(status=429, error={"type": "rate_limit_error", "message": "Rate limited"},
+                         headers={"retry-after-ms": str(int(self.retry_after_s * 1000))})
+        if kind == "overloaded":
+            return Reply(status=529, error={"type": "overloaded_error", "message": "Overloaded"})
+        if kind == "server":
+            return Reply(status=500, error={"type": "api_error", "message": "Internal server error"})
+        return Reply(hang_s=self.hang_s, status=500, error={"type": "api_error", "message": "answered too late"})
+
+    @property
+    def failures(self) -> int:
+        return sum(n for kind, n in self.counts.items() if kind != "ok")
+
+
+def synthetic_cases(n: int) -> list[dict[str, Any]]:
+    """`n` small Python cases for scale runs: cheap to check, so the run measures the pipeline."""
+    return [
+        {
+            "id": f"synthetic-{i:05d}",
+            "task": f"Write a function `value_{i:05d}()` that takes no arguments and returns the integer {i}.",
+            "format": "python",
+            "expected": f"def value_{i:05d}():\n    return {i}\n",
+            "solution_criteria": f"Defines value_{i:05d}() returning {i}.",
+            "difficulty": ("easy", "medium", "hard")[i % 3],
+        }
+        for i in range(n)
+    ]
+
+
+def synthetic_responder() -> Responder:
+    """The right function for a synthetic case (the expected code), and a good verdict, shaped by the request."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if request_kind(body) == "judge":
+            return Reply(text=shape(body, json.dumps(GOOD_VERDICT) + "\n"))
+        name, number = _synthetic_target(prompt_of(body))
+        code = f"def {name}():\n    return {number}\n"
+        return Reply(text=shape(body, code, json.dumps({"code": code})))
+
+    return respond
+
+
+def _synthetic_target(prompt: str) -> tuple[str, str]:
+    name = prompt.split("`", 2)[1].removesuffix("()")
+    return name, name.rsplit("_", 1)[1].lstrip("0") or "0"
+
+
+def main() -> None:
+    """Serve the synthetic responder on loopback until killed (benchmarks run it as its own process)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    responder = Faults(synthetic_responder(), args.fault_rate) if args.fault_rate else synthetic_responder()
+    server = MessagesAPI(responder, latency_s=args.latency_ms / 1000, port=args.port)
+    server.keep_requests = False  # a 20,000-case run would hold 40,000 request bodies
+    print(server.url, flush=True)
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
