@@ -150,7 +150,10 @@ def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, p
 
 def _execute(config: RunConfig, fail_under: float | None = None) -> None:
     total = _preflight(config)
-    run_dir = _run_flow(config, total)
+    try:
+        run_dir = _run_flow(config, total)
+    except CacheError as exc:  # e.g. the disk filled up mid-run
+        _fail(f"{exc}. Every answer stored before this is kept: free space and run the same command again.")
     pass_rate = _print_summary(Path(run_dir))
     print(run_dir)
     if fail_under is not None and pass_rate < fail_under:
@@ -223,7 +226,12 @@ def _check_rubric(path: str) -> None:
 def _run_flow(config: RunConfig, total: int) -> str:
     # A busy 2-core machine needs more than Prefect's default 20 s to start its ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    import logging
+
     from flows.evaluate import run_evaluation
+
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_no_traceback_for_cache_errors)
 
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
@@ -241,6 +249,14 @@ def _run_flow(config: RunConfig, total: int) -> str:
             return run_evaluation(config)
         finally:
             progress.unsubscribe(listener)
+
+
+def _no_traceback_for_cache_errors(record) -> bool:
+    """A full or read-only cache is the user's to fix, and the CLI says so once: Prefect's run logs
+    keep their line but drop the traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], CacheError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _fail(message: str) -> None:

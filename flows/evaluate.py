@@ -12,7 +12,7 @@ from collections import deque
 
 from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.utilities.annotations import opaque
+from prefect.utilities.annotations import opaque as _opaque
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
@@ -43,23 +43,38 @@ def evaluate(config: RunConfig) -> str:
         items = [(case, None) for case in cases]
     run_dir = start_run(config, len(items))
     in_flight: deque = deque()
+    # opaque: Prefect resolves a future but does not walk the objects inside (~1 s per 1,000 cases).
+    # prefect-dask 0.3.7 hands opaque() to its workers as a bare tuple, so there it is left out.
+    opaque = _opaque if config.task_runner == "thread" else _as_is
     settings = opaque(config)
     for index, batch in enumerate(batches(items, config.batch_size)):
-        # opaque: Prefect resolves a future but does not walk the objects inside (~1 s per 1,000 cases).
         batch_cases = opaque([case for case, _ in batch])
         if config.outputs or config.regrade_of:
-            generations = opaque([generation for _, generation in batch])
+            generations = [generation for _, generation in batch]
         else:
-            generations = opaque(generate_batch.submit(batch_cases, settings, run_dir, index))
-        checks = opaque(check_batch.submit(batch_cases, generations, index))
-        judgements = opaque(judge_batch.submit(batch_cases, generations, settings, run_dir, index))
-        in_flight.append(record_batch.submit(batch_cases, generations, checks, judgements, settings, run_dir, index))
+            generations = generate_batch.submit(batch_cases, settings, run_dir, index)
+        checks = check_batch.submit(batch_cases, opaque(generations), index)
+        judgements = judge_batch.submit(batch_cases, opaque(generations), settings, run_dir, index)
+        recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index)
+        in_flight.append((generations, checks, judgements, recorded))
         if len(in_flight) >= IN_FLIGHT_BATCHES:
-            in_flight.popleft().result()
-    for recorded in in_flight:
-        recorded.result()
+            _wait(in_flight.popleft())
+    while in_flight:
+        _wait(in_flight.popleft())
     order = [(case.id, generation.cid if generation else None) for case, generation in items]
     return report(run_dir, config, order, round(time.perf_counter() - started, 3))
+
+
+def _as_is(value):
+    return value
+
+
+def _wait(stages: tuple) -> None:
+    """Wait for a batch stage by stage, so a failure surfaces as its own error (e.g. a full cache
+    disk), not as a later stage that never started."""
+    for stage in stages:
+        if not isinstance(stage, list):
+            stage.result()
 
 
 def task_runner_for(config: RunConfig) -> TaskRunner:

@@ -1,0 +1,163 @@
+"""Fault tolerance at scale: a faulty API, kill -9, two runs on one cache, a full or read-only disk.
+
+All against the loopback Messages API over real HTTP with the real SDK; runs through the real flow
+(in-process) or the real CLI (subprocess) with the session's Prefect server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import diskcache
+import pytest
+
+from codegen_eval.report import load_results
+from tests.conftest import CLAUDE
+from tests.messages_api import Faults, MessagesAPI, synthetic_cases, synthetic_responder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    def write(n: int) -> Path:
+        path = tmp_path / f"synthetic-{n}.jsonl"
+        path.write_text("".join(json.dumps(case) + "\n" for case in synthetic_cases(n)))
+        return path
+
+    return write
+
+
+def outcome(run_dir: Path) -> list[tuple]:
+    """What must not depend on how a run got there: per case, its code, checks, verdicts and score."""
+    return [(r.id, r.output, [(c.name, c.status) for c in r.checks], r.judge.status.value,
+             r.judge.verdict.score if r.judge.verdict else None, r.score, r.verdict.value, r.status)
+            for r in load_results(run_dir)]
+
+
+def cli(dataset: Path, out: Path, cache: Path, prefect_api: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+    command = [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(dataset), "--model", CLAUDE, "--out", str(out), *extra]
+    return command, {**os.environ, "PREFECT_API_URL": prefect_api, "CODEGEN_EVAL_CACHE_DIR": str(cache)}
+
+
+def test_ten_percent_faults_on_1000_cases_grade_every_case(prefect_api, api, synthetic, tmp_path):
+    """429 (with retry-after), 529, 500 and hangs past the timeout on 10 % of requests: every case is
+    graded, every fault is retried once, and the run reports how many retries it took."""
+    from codegen_eval.config import RunConfig
+    from codegen_eval.ratelimit import limiter_for
+    from flows.evaluate import evaluate
+
+    faults = Faults(synthetic_responder(), rate=0.10, hang_s=1.5)
+    api.responder, api.keep_requests = faults, False
+    config = RunConfig(dataset=str(synthetic(1000)), model=CLAUDE, out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                       concurrency=32, timeout_s=0.75)
+    shrinks_before = limiter_for(32).shrinks
+    run_dir = Path(evaluate(config))
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["cases"] == 1000 and summary["verdicts"]["PASS"] == 1000, summary["verdicts"]
+    retries = summary["generation"]["retries"] + summary["judging"]["retries"]
+    assert min(faults.counts[kind] for kind in Faults.KINDS) > 10, faults.counts  # each kind of fault was met
+    # Every fault was retried and nothing was given up. A few more retries than faults can happen: on
+    # 2 busy cores a healthy answer may itself take longer than the 0.75 s timeout.
+    assert faults.failures > 150 and faults.failures <= retries <= faults.failures + 20, (retries, faults.counts)
+    assert faults.counts["ok"] >= 2000  # every call answered, in the end
+    assert limiter_for(32).shrinks > shrinks_before  # the 429s shrank the concurrency
+    assert f"<td>{summary['generation']['retries']}</td>" in (run_dir / "report.html").read_text()
+    print(f"faults {dict(faults.counts)}, retries {retries}, wall {summary['wall_seconds']} s")
+
+
+def test_kill_9_at_a_random_point_then_rerun_gives_identical_results(prefect_api, synthetic, tmp_path):
+    """Killed anywhere, the same command finishes the run: no call whose answer was stored is made
+    again, and the results equal those of a run that was never interrupted."""
+    from codegen_eval.cache import CallCache
+
+    seed = int(os.environ.get("KILL_SEED", random.randrange(1_000_000)))
+    kill_after = random.Random(seed).randrange(20, 560)  # requests served before the kill, of 600
+    print(f"KILL_SEED={seed}: kill -9 after {kill_after} requests")
+    dataset = synthetic(300)
+    server = MessagesAPI(synthetic_responder(), latency_s=0.02).start()
+    try:
+        reference, env = cli(dataset, tmp_path / "reference", tmp_path / "reference-cache", prefect_api)
+        env["ANTHROPIC_BASE_URL"], env["ANTHROPIC_API_KEY"] = server.url, "sk-test"
+        done = subprocess.run(reference, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        expected = outcome(Path(done.stdout.strip().splitlines()[-1]))
+
+        command, env2 = cli(dataset, tmp_path / "runs", tmp_path / "cache", prefect_api)
+        env2.update({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test"})
+        server.reset()
+        start = server.served
+        first = subprocess.Popen(command, cwd=ROOT, env=env2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while server.served - start < kill_after and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.poll() is None, "the run finished before the kill"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        stored = len(CallCache(tmp_path / "cache"))
+        server.reset()
+        second = subprocess.run(command, cwd=ROOT, env=env2, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert server.count() == 600 - stored  # nothing whose answer had been stored was asked again
+        assert outcome(Path(second.stdout.strip().splitlines()[-1])) == expected
+    finally:
+        server.stop()
+
+
+def test_two_runs_at_once_share_one_cache(prefect_api, synthetic, tmp_path):
+    """Two processes on one cache directory (diskcache is SQLite with WAL): both finish, agree, and
+    the cache holds each answer once and passes diskcache's own consistency check."""
+    dataset = synthetic(200)
+    server = MessagesAPI(synthetic_responder(), latency_s=0.01).start()
+    try:
+        processes = []
+        for name in ("a", "b"):
+            command, env = cli(dataset, tmp_path / name, tmp_path / "cache", prefect_api, "--concurrency", "16")
+            env.update({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test"})
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [p.communicate(timeout=600) for p in processes]
+        for process, (_, stderr) in zip(processes, outputs):
+            assert process.returncode == 0, stderr[-3000:]
+        runs = [Path(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+        assert outcome(runs[0]) == outcome(runs[1])
+        assert all(r.verdict.value == "PASS" for r in load_results(runs[0])) and len(load_results(runs[0])) == 200
+        assert 400 <= server.count() <= 800  # each call made by one run or both, never more
+        with diskcache.Cache(str(tmp_path / "cache")) as cache:
+            assert len(cache) == 400
+            assert cache.check() == []  # no warnings: database and files agree
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("trouble", ["read-only", "disk-full"])
+def test_unusable_cache_directory_gives_a_clear_error(prefect_api, api, synthetic, tmp_path, trouble):
+    """A read-only cache directory is refused before any call; a disk that fills up mid-run stops the
+    run with one clear line and keeps what was stored. No traceback either way."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.fail("this test mounts a small tmpfs in a private mount namespace: it needs root and unshare")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    mount = "mount -t tmpfs -o ro,size=1m tmpfs" if trouble == "read-only" else "mount -t tmpfs -o size=400k tmpfs"
+    command, env = cli(synthetic(300), tmp_path / "runs", cache, prefect_api)
+    env.update({"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "sk-test"})
+    script = f'{mount} "$1" && shift && exec "$@"'
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(cache), *command],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot") and str(cache) in last, last
+    if trouble == "read-only":
+        assert api.count() == 0  # refused before any model call
+    else:
+        assert "free space and run the same command again" in done.stderr
+        assert api.count() > 0
