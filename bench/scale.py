@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._results import heading, machine, publish  # noqa: E402
+from codegen_eval.config import RunConfig  # noqa: E402
 from tests.messages_api import synthetic_cases  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--memory-n", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=RunConfig.model_fields["batch_size"].default, help="cases per Prefect task")
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--only", choices=["throughput", "memory"], help="measure one part (for tuning; RESULTS.md wants both)")
     args = parser.parse_args()
@@ -68,12 +70,17 @@ def throughput_and_cache(args: argparse.Namespace, env: dict[str, str], work: Pa
     dataset = _dataset(work / f"synthetic-{args.n}.jsonl", args.n)
     cache, out = work / "cache", work / "runs"
     run = [str(BIN / "codegen-eval"), "run", "--dataset", str(dataset), "--model", MODEL, "--concurrency", str(args.concurrency),
-           "--out", str(out)]
+           "--batch-size", str(args.batch_size), "--out", str(out / "2")]
     with Background([sys.executable, "-m", "tests.messages_api", "--latency-ms", str(args.latency_ms)], env, cwd=ROOT) as api:
         run_env = {**env, "ANTHROPIC_BASE_URL": api.wait_for_url(r"http://127\.0\.0\.1:\d+"), "CODEGEN_EVAL_CACHE_DIR": str(cache)}
         empty = [_timed([sys.executable, "-c", EMPTY_FLOW], run_env)[0] for _ in range(3)]
-        first_wall, first, _ = _run(run, run_env)
-        lag, task_runs = _ingest(env["PREFECT_API_URL"], time.time())
+        firsts = []  # three uncached runs, each on a fresh cache: this box is shared and noisy
+        for attempt in range(3):
+            run_env["CODEGEN_EVAL_CACHE_DIR"] = str(cache / str(attempt))
+            firsts.append(_run([*run[:-1], str(out / str(attempt))], run_env))
+            if attempt == 0:
+                lag, task_runs = _ingest(env["PREFECT_API_URL"], time.time())
+        first_wall, first, _ = sorted(firsts, key=lambda f: f[1]["wall_seconds"])[1]
         cached_walls = []
         for _ in range(3):
             wall, cached, _ = _run(run, run_env)
@@ -87,8 +94,9 @@ def throughput_and_cache(args: argparse.Namespace, env: dict[str, str], work: Pa
     cached_calls = cached["generation"]["calls_made"] + cached["judging"]["calls_made"]
     return [
         "| figure | measured | target |", "| --- | --- | --- |",
-        f"| 1. throughput: {calls} calls, {args.latency_ms:.0f} ms latency, concurrency {args.concurrency}: flow wall / ideal "
-        f"({first['wall_seconds']:.2f} s / {ideal:.2f} s) | **{first['wall_seconds'] / ideal:.2f}** | <= 1.3 |",
+        f"| 1. throughput: {calls} calls, {args.latency_ms:.0f} ms latency, concurrency {args.concurrency}: flow wall / ideal, median of 3 "
+        f"({first['wall_seconds']:.2f} s / {ideal:.2f} s; all: {', '.join(str(f[1]['wall_seconds']) for f in firsts)} s) "
+        f"| **{first['wall_seconds'] / ideal:.2f}** | <= 1.3 |",
         f"| 1b. same, whole command (Python start, imports, Prefect flow run) / ideal ({first_wall:.2f} s) | {first_wall / ideal:.2f} | (context) |",
         f"| 2. cached re-run: calls made | **{cached_calls}** | 0 |",
         f"| 2. cached re-run wall {cached_wall:.2f} s minus empty flow wall {empty_wall:.2f} s (medians of 3) | **{cached_wall - empty_wall:.2f} s** | <= 5 s |",
@@ -109,7 +117,7 @@ def memory(args: argparse.Namespace, env: dict[str, str], work: Path) -> list[st
     with Background([sys.executable, "-m", "tests.messages_api", "--latency-ms", "0"], env, cwd=ROOT) as api:
         run_env = {**env, "ANTHROPIC_BASE_URL": api.wait_for_url(r"http://127\.0\.0\.1:\d+"), "CODEGEN_EVAL_CACHE_DIR": str(work / "cache-memory")}
         run = [str(BIN / "codegen-eval"), "run", "--dataset", str(dataset), "--model", MODEL, "--concurrency", str(args.concurrency),
-               "--out", str(work / "runs-memory")]
+               "--batch-size", str(args.batch_size), "--out", str(work / "runs-memory")]
         wall, summary, peak = _run(run, run_env, sample_memory=True)
     run_dir = work / "runs-memory" / summary["run_id"]
     pages = len(list(run_dir.glob("report*.html")))
@@ -123,7 +131,7 @@ def memory(args: argparse.Namespace, env: dict[str, str], work: Path) -> list[st
         f"| 3. report: pages, largest page | {pages} pages of <= 500 cases, {largest:.1f} MB | usable |",
         "",
         f"Verdicts of the {args.memory_n}-case run: {summary['verdicts']}. results.jsonl grows batch by batch during the run "
-        "(one append per batch of 50); the report, CSV and JUnit are written from it as streams.",
+        f"(one append per batch of {args.batch_size}); the report, CSV and JUnit are written from it as streams.",
         "",
     ]
 

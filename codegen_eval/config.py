@@ -35,7 +35,7 @@ class RunConfig(BaseModel):
     task_runner: Literal["thread", "dask"] = "thread"  # dask: fan batches out to a Dask cluster
     dask_address: str | None = None  # a running Dask scheduler; None starts a LocalCluster
     # Cases per Prefect task: one task per case per stage would swamp a Prefect server (~25 task runs/s).
-    batch_size: int = Field(50, ge=1)
+    batch_size: int = Field(100, ge=1)
     scoring: ScoringConfig = ScoringConfig()
 
     @model_validator(mode="after")

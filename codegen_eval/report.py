@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,16 +95,22 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
     return path
 
 
-def summarize_run(run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str) -> Summary:
-    """One pass over results.jsonl: the run's summary, with results.csv written on the way."""
-    builder = SummaryBuilder(model, judge_model)
-    with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f:
+def summarize_run(
+    run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str, table_rows: int = 0
+) -> tuple[Summary, list[CaseResult]]:
+    """One pass over results.jsonl: the run's summary, and its first `table_rows` results; results.csv
+    and the JUnit test cases are written on the way (each pass parses every case: keep them few)."""
+    builder, first = SummaryBuilder(model, judge_model), []
+    with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f, (run_dir / _JUNIT_CASES).open("w", encoding="utf-8") as cases:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for r in iter_results(run_dir):
             builder.add(r)
             writer.writerow(_csv_row(r))
-    return builder.build(run_id=run_id, dataset=dataset, rubric=rubric)
+            cases.write(ElementTree.tostring(_testcase(r), encoding="unicode") + "\n")
+            if len(first) < table_rows:
+                first.append(r)
+    return builder.build(run_id=run_id, dataset=dataset, rubric=rubric), first
 
 
 CSV_COLUMNS = ["id", "cid", "format", "difficulty", "verdict", "status", "score", "judge_score", "strategy", "cost_usd", "retries"]
@@ -149,17 +156,21 @@ def _write_page(run_dir: Path, summary: Summary, results: list[CaseResult], page
     (run_dir / Page.filename(page.number)).write_text(render_report(summary, results, page), encoding="utf-8")
 
 
+_JUNIT_CASES = "junit.cases.tmp"
+
+
 def write_junit(run_dir: Path, summary: Summary) -> Path:
-    """JUnit XML for CI dashboards: PASS passes, FAIL and PARTIAL fail, ERROR errors. Streamed case by case."""
+    """JUnit XML for CI dashboards: PASS passes, FAIL and PARTIAL fail, ERROR errors. The test cases
+    were written by `summarize_run`; the suite's counts are known only now."""
     suite = ElementTree.Element("testsuite", name=f"codegen-eval {summary.dataset}", tests=str(summary.cases),
                                 failures=str(summary.verdicts["FAIL"] + summary.verdicts["PARTIAL"]), errors=str(summary.verdicts["ERROR"]))
     opening = ElementTree.tostring(suite, encoding="unicode").replace(" />", ">")
-    path = run_dir / "junit.xml"
-    with path.open("w", encoding="utf-8") as f:
+    path, cases = run_dir / "junit.xml", run_dir / _JUNIT_CASES
+    with path.open("w", encoding="utf-8") as f, cases.open(encoding="utf-8") as body:
         f.write("<?xml version='1.0' encoding='utf-8'?>\n" + opening + "\n")
-        for r in iter_results(run_dir):
-            f.write(ElementTree.tostring(_testcase(r), encoding="unicode") + "\n")
+        shutil.copyfileobj(body, f)
         f.write("</testsuite>\n")
+    cases.unlink()
     return path
 
 

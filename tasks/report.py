@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-from itertools import islice
 from pathlib import Path
 from uuid import UUID
 
@@ -15,8 +14,8 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.compare import write_comparison
-from codegen_eval.report import append_results, carry_over, create_run_dir, iter_results, latest_run, order_results, summarize_run, write_run
-from codegen_eval.results import Summary, assemble
+from codegen_eval.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
+from codegen_eval.results import CaseResult, Summary, assemble
 
 
 @task(name="start-run")
@@ -69,9 +68,9 @@ def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]],
     if config.retry_errors_of:
         order = carry_over(config.retry_errors_of, path)
     order_results(path, order)
-    summary = summarize_run(
+    summary, first = summarize_run(
         path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_model,
-        rubric=config.rubric or DEFAULT_RUBRIC.name,
+        rubric=config.rubric or DEFAULT_RUBRIC.name, table_rows=TABLE_ROWS,
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
@@ -80,19 +79,19 @@ def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]],
     report_path = write_run(path, summary)
     if previous is not None:  # link the report to what changed since the last run of this dataset
         write_comparison(previous, path)
-    _publish(summary, path, report_path)
+    _publish(summary, first, report_path)
     return run_dir
 
 
 TABLE_ROWS = 1000  # the verdicts table artifact's cap: the server stores artifacts whole
 
 
-def _publish(summary: Summary, run_dir: Path, report_path: Path) -> None:
+def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> None:
     """Prefect artifacts, keyed per dataset and model so the UI versions them run after run."""
     key = _key(summary.dataset, summary.model)
     rows = [
         {"id": r.id, "format": r.format, "difficulty": r.difficulty, "score": r.score, "verdict": r.verdict.value, "status": r.status}
-        for r in islice(iter_results(run_dir), TABLE_ROWS)
+        for r in results
     ]
     more = f" (first {TABLE_ROWS} of {summary.cases}; all in results.csv)" if summary.cases > TABLE_ROWS else ""
     create_table_artifact(key=f"verdicts-{key}", table=rows, description=f"Per-case verdicts of run {summary.run_id}{more}")

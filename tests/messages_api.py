@@ -34,6 +34,10 @@ class Reply:
 Responder = Callable[[dict[str, Any]], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # socketserver's default backlog of 5 drops SYNs when 32 clients connect at once
+
+
 class MessagesAPI:
     def __init__(self, responder: Responder, latency_s: float = 0.0, port: int = 0):
         self.responder = responder
@@ -46,7 +50,7 @@ class MessagesAPI:
         self._lock = threading.Lock()
         self.batches: dict[str, dict[str, Any]] = {}  # id -> {"requests", "polls", "results"}
         self.polls_before_end = 2  # a batch reports "in_progress" this many times, then "ended"
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
