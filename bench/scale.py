@@ -11,6 +11,9 @@ pipeline and its calls), and runs `codegen-eval run` as a user would:
 3. memory: N=20,000 at 0 ms latency, peak RSS of the run's whole process tree (target <= 300 MB);
 4. Prefect: task runs recorded per 1,000 cases, and how long after the run the server had them all.
 
+Rows marked "c" repeat 1-3 with an executable test per case, so every case also runs in the sandbox
+(zygote processes, a fork per case) on the same two cores: context beside the targets, not a target.
+
     .venv/bin/python bench/scale.py [--n 1000] [--memory-n 20000]
 """
 
@@ -68,19 +71,19 @@ def main() -> None:
 
 def throughput_and_cache(args: argparse.Namespace, env: dict[str, str], work: Path) -> list[str]:
     dataset = _dataset(work / f"synthetic-{args.n}.jsonl", args.n)
+    tested = _dataset(work / f"synthetic-{args.n}-tested.jsonl", args.n, executable=True)
     cache, out = work / "cache", work / "runs"
-    run = [str(BIN / "codegen-eval"), "run", "--dataset", str(dataset), "--model", MODEL, "--concurrency", str(args.concurrency),
-           "--batch-size", str(args.batch_size), "--out", str(out / "2")]
     with Background([sys.executable, "-m", "tests.messages_api", "--latency-ms", str(args.latency_ms)], env, cwd=ROOT) as api:
-        run_env = {**env, "ANTHROPIC_BASE_URL": api.wait_for_url(r"http://127\.0\.0\.1:\d+"), "CODEGEN_EVAL_CACHE_DIR": str(cache)}
+        run_env = {**env, "ANTHROPIC_BASE_URL": api.wait_for_url(r"http://127\.0\.0\.1:\d+")}
+        run = _command(args, dataset, out / "plain")
         empty = [_timed([sys.executable, "-c", EMPTY_FLOW], run_env)[0] for _ in range(3)]
         firsts = []  # three uncached runs, each on a fresh cache: this box is shared and noisy
         for attempt in range(3):
-            run_env["CODEGEN_EVAL_CACHE_DIR"] = str(cache / str(attempt))
-            firsts.append(_run([*run[:-1], str(out / str(attempt))], run_env))
+            firsts.append(_run(run, {**run_env, "CODEGEN_EVAL_CACHE_DIR": str(cache / f"plain-{attempt}")}))
             if attempt == 0:
                 lag, task_runs = _ingest(env["PREFECT_API_URL"], time.time())
         first_wall, first, _ = sorted(firsts, key=lambda f: f[1]["wall_seconds"])[1]
+        run_env["CODEGEN_EVAL_CACHE_DIR"] = str(cache / "plain-0")
         cached_walls = []
         for _ in range(3):
             wall, cached, _ = _run(run, run_env)
@@ -88,6 +91,10 @@ def throughput_and_cache(args: argparse.Namespace, env: dict[str, str], work: Pa
         rubric = work / "rubric.j2"
         rubric.write_text("Grade strictly.\nTask: {{ task }}\nOutput: {{ output }}\nExpected: {{ expected }}\nCriteria: {{ criteria }}\n")
         _, regraded, _ = _run([*run, "--rubric", str(rubric)], run_env)
+        # The same with an executable test per case: each also goes through the sandbox, on these 2 cores.
+        tested_env = {**run_env, "CODEGEN_EVAL_CACHE_DIR": str(cache / "tested")}
+        _, tested_first, _ = _run(_command(args, tested, out / "tested"), tested_env)
+        tested_cached_wall, _, _ = _run(_command(args, tested, out / "tested"), tested_env)
     calls = first["generation"]["calls_made"] + first["judging"]["calls_made"]
     ideal = calls * args.latency_ms / 1000 / args.concurrency
     empty_wall, cached_wall = _median(empty), _median(cached_walls)
@@ -98,8 +105,12 @@ def throughput_and_cache(args: argparse.Namespace, env: dict[str, str], work: Pa
         f"({first['wall_seconds']:.2f} s / {ideal:.2f} s; all: {', '.join(str(f[1]['wall_seconds']) for f in firsts)} s) "
         f"| **{first['wall_seconds'] / ideal:.2f}** | <= 1.3 |",
         f"| 1b. same, whole command (Python start, imports, Prefect flow run) / ideal ({first_wall:.2f} s) | {first_wall / ideal:.2f} | (context) |",
+        f"| 1c. same with an executable test per case (sandbox), flow wall / ideal ({tested_first['wall_seconds']:.2f} s, one run) "
+        f"| {tested_first['wall_seconds'] / ideal:.2f} | (context) |",
         f"| 2. cached re-run: calls made | **{cached_calls}** | 0 |",
         f"| 2. cached re-run wall {cached_wall:.2f} s minus empty flow wall {empty_wall:.2f} s (medians of 3) | **{cached_wall - empty_wall:.2f} s** | <= 5 s |",
+        f"| 2c. same with an executable test per case: checks are not cached, so the sandbox runs again ({tested_cached_wall:.2f} s, one run) "
+        f"| {tested_cached_wall - empty_wall:.2f} s | (context) |",
         f"| 2. rubric change: generation calls made / judge calls made | **{regraded['generation']['calls_made']}** / "
         f"{regraded['judging']['calls_made']} | 0 / {args.n} |",
         f"| 4. Prefect task runs recorded for {args.n} cases, in a final state | **{task_runs}** "
@@ -113,27 +124,41 @@ def throughput_and_cache(args: argparse.Namespace, env: dict[str, str], work: Pa
 
 
 def memory(args: argparse.Namespace, env: dict[str, str], work: Path) -> list[str]:
-    dataset = _dataset(work / f"synthetic-{args.memory_n}.jsonl", args.memory_n)
+    lines = ["| figure | measured | target |", "| --- | --- | --- |"]
     with Background([sys.executable, "-m", "tests.messages_api", "--latency-ms", "0"], env, cwd=ROOT) as api:
-        run_env = {**env, "ANTHROPIC_BASE_URL": api.wait_for_url(r"http://127\.0\.0\.1:\d+"), "CODEGEN_EVAL_CACHE_DIR": str(work / "cache-memory")}
-        run = [str(BIN / "codegen-eval"), "run", "--dataset", str(dataset), "--model", MODEL, "--concurrency", str(args.concurrency),
-               "--batch-size", str(args.batch_size), "--out", str(work / "runs-memory")]
-        wall, summary, peak = _run(run, run_env, sample_memory=True)
-    run_dir = work / "runs-memory" / summary["run_id"]
-    pages = len(list(run_dir.glob("report*.html")))
-    largest = max(p.stat().st_size for p in run_dir.glob("report*.html")) / 1e6
-    return [
-        "| figure | measured | target |", "| --- | --- | --- |",
-        f"| 3. memory: {args.memory_n} cases at 0 ms latency, peak RSS of the run's process tree | **{peak['rss'] / 2**20:.0f} MB** | <= 300 MB |",
-        f"| 3. same, peak of the main process alone / its children at that moment | {peak['main'] / 2**20:.0f} MB / "
-        f"{(peak['rss'] - peak['main']) / 2**20:.0f} MB | (context) |",
-        f"| 3. wall of that run (command) / calls made | {wall:.1f} s / {summary['generation']['calls_made'] + summary['judging']['calls_made']} | (context) |",
-        f"| 3. report: pages, largest page | {pages} pages of <= 500 cases, {largest:.1f} MB | usable |",
+        for executable in (False, True):
+            name = "tested" if executable else "plain"
+            dataset = _dataset(work / f"synthetic-{args.memory_n}-{name}.jsonl", args.memory_n, executable)
+            run_env = {**env, "ANTHROPIC_BASE_URL": api.wait_for_url(r"http://127\.0\.0\.1:\d+"),
+                       "CODEGEN_EVAL_CACHE_DIR": str(work / f"cache-memory-{name}")}
+            wall, summary, peak = _run(_command(args, dataset, work / f"runs-memory-{name}"), run_env, sample_memory=True)
+            run_dir = work / f"runs-memory-{name}" / summary["run_id"]
+            pages = list(run_dir.glob("report*.html"))
+            calls = summary["generation"]["calls_made"] + summary["judging"]["calls_made"]
+            if executable:
+                label, figure, bold, target = "3c", "3c. the same with an executable test per case (sandbox zygotes and their children in the tree)", "", "(context)"
+            else:
+                label, figure, bold, target = "3", f"3. memory: {args.memory_n} cases at 0 ms latency", "**", "<= 300 MB"
+            lines += [
+                f"| {figure}: peak RSS of the run's process tree (sum of RSS) | {bold}{peak['rss'] / 2**20:.0f} MB{bold} | {target} |",
+                f"| {label}: main process / its children at that peak; peak PSS of the tree (a page shared by a zygote and "
+                f"its forked child counted once) | {peak['main'] / 2**20:.0f} MB / {(peak['rss'] - peak['main']) / 2**20:.0f} MB; "
+                f"{peak['pss'] / 2**20:.0f} MB | (context) |",
+                f"| {label}: wall (command) / calls made; report pages, largest | {wall:.1f} s / {calls}; {len(pages)} pages of <= 500 "
+                f"cases, {max(p.stat().st_size for p in pages) / 1e6:.1f} MB | usable |",
+            ]
+    return lines + [
         "",
-        f"Verdicts of the {args.memory_n}-case run: {summary['verdicts']}. results.jsonl grows batch by batch during the run "
-        f"(one append per batch of {args.batch_size}); the report, CSV and JUnit are written from it as streams.",
+        f"Verdicts of each {args.memory_n}-case run: {summary['verdicts']}. Cases are read batch by batch and results.jsonl "
+        f"grows batch by batch during the run (one append per batch of {args.batch_size}); the report, CSV and JUnit are "
+        "written from it as streams.",
         "",
     ]
+
+
+def _command(args: argparse.Namespace, dataset: Path, out: Path) -> list[str]:
+    return [str(BIN / "codegen-eval"), "run", "--dataset", str(dataset), "--model", MODEL, "--concurrency", str(args.concurrency),
+            "--batch-size", str(args.batch_size), "--out", str(out)]
 
 
 class Background:
@@ -177,7 +202,7 @@ def _run(command: list[str], env: dict[str, str], sample_memory: bool = False) -
 def _timed(command: list[str], env: dict[str, str], sample_memory: bool = False) -> tuple[float, str, dict]:
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = {"rss": 0, "main": 0}
+    peak = {"rss": 0, "main": 0, "pss": 0}
     if sample_memory:
         threading.Thread(target=_sample, args=(process.pid, peak), daemon=True).start()
     stdout, stderr = process.communicate()
@@ -188,19 +213,23 @@ def _timed(command: list[str], env: dict[str, str], sample_memory: bool = False)
 
 
 def _sample(pid: int, peak: dict) -> None:
-    """Peak of the summed RSS of a process and all its descendants, sampled every 50 ms."""
+    """Peaks of a process tree's memory, sampled every 50 ms: the sum of RSS (counts a page shared by a
+    sandbox zygote and its forked child twice), the main process's share of it, and the sum of PSS
+    (each shared page split between its sharers: what the tree really occupies)."""
     try:
         root = psutil.Process(pid)
         while root.is_running():
-            processes = [root, *root.children(recursive=True)]
-            sizes = []
-            for p in processes:
+            rss, pss = [], []
+            for p in [root, *root.children(recursive=True)]:
                 try:
-                    sizes.append(p.memory_info().rss)
-                except psutil.Error:
-                    sizes.append(0)
-            if sum(sizes) > peak["rss"]:
-                peak["rss"], peak["main"] = sum(sizes), sizes[0]
+                    info = p.memory_full_info()
+                except psutil.Error:  # a sandbox child that ended meanwhile
+                    info = None
+                rss.append(info.rss if info else 0)
+                pss.append(info.pss if info else 0)
+            if sum(rss) > peak["rss"]:
+                peak["rss"], peak["main"] = sum(rss), rss[0]
+            peak["pss"] = max(peak["pss"], sum(pss))
             time.sleep(0.05)
     except psutil.Error:
         return
@@ -229,8 +258,8 @@ def _ingest(api_url: str, ended: float) -> tuple[float, int]:
     return max(0.0, settled_at - ended), seen[1]
 
 
-def _dataset(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps(case) + "\n" for case in synthetic_cases(n)), encoding="utf-8")
+def _dataset(path: Path, n: int, executable: bool = False) -> Path:
+    path.write_text("".join(json.dumps(case) + "\n" for case in synthetic_cases(n, executable)), encoding="utf-8")
     return path
 
 

@@ -16,7 +16,7 @@ from codegen_eval import progress
 from codegen_eval.backends import ConfigError, default_model, get_backend
 from codegen_eval.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
-from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
+from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
 from codegen_eval.pricing import price
 from codegen_eval.report import errored_ids, latest_run, previous_generations
 from codegen_eval.scoring import ScoringConfig
@@ -186,15 +186,15 @@ def _preflight(config: RunConfig) -> int:
 
     Returns the number of items to grade."""
     try:
-        cases = load_dataset(config.dataset)
         if config.outputs:
-            total = len(load_outputs(config.outputs, cases))
+            total = len(load_outputs(config.outputs, load_dataset(config.dataset)))
         elif config.regrade_of:
-            total = len(previous_generations(config.regrade_of, cases))
+            total = len(previous_generations(config.regrade_of, load_dataset(config.dataset)))
         elif config.retry_errors_of:
+            dataset_ids(config.dataset)
             total = len(errored_ids(config.retry_errors_of))
         else:
-            total = len(cases)
+            total = len(dataset_ids(config.dataset))
         if config.rubric:
             _check_rubric(config.rubric)
         models = {config.judge_model} if config.judge else set()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -121,55 +123,78 @@ def content_id(record: dict[str, Any]) -> str:
 
 def load_dataset(path: str | Path) -> list[Case]:
     """Read a `.jsonl` file (one case per line) or a `.json` file (a list of cases) and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError([f"{path}: no such file"])
-    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
-    problems: list[tuple[int, str]] = []  # (line, message), reported in line order
-    records = _read_json(path, text, problems) if path.suffix == ".json" else _read_jsonl(path, text, problems)
-    cases = _validate(path, records, problems)
-    if not records and not problems:
-        problems.append((0, f"{path}: the dataset is empty"))
-    if problems:
-        raise DatasetError([message for _, message in sorted(problems, key=lambda p: p[0])])
+    cases: list[Case] = []
+    _validate_all(Path(path), cases.append)
     return cases
 
 
-def _read_jsonl(path: Path, text: str, problems: list[tuple[int, str]]) -> list[tuple[int, Any]]:
-    records = []
+def dataset_ids(path: str | Path) -> list[str]:
+    """Validate the whole file like `load_dataset`, keeping only the ids: a run then reads its cases
+    batch by batch (`iter_cases`) and never holds a 20,000-case dataset in memory."""
+    ids: list[str] = []
+    _validate_all(Path(path), lambda case: ids.append(case.id))
+    return ids
+
+
+def iter_cases(path: str | Path) -> Iterator[Case]:
+    """The cases of a file that `dataset_ids` or `load_dataset` accepted, one at a time."""
+    path, problems = Path(path), []
+    yield from _validate(path, _records(path, problems), problems)
+    if problems:  # the file was edited after it was validated
+        raise DatasetError([f"{path} changed during the run:"] + [message for _, message in problems])
+
+
+def _validate_all(path: Path, keep: Callable[[Case], None]) -> None:
+    """Every case to `keep`; then, if anything was wrong, a DatasetError naming each problem in line order."""
+    if not path.is_file():
+        raise DatasetError([f"{path}: no such file"])
+    problems: list[tuple[int, str]] = []  # (line, message)
+    valid = 0
+    for case in _validate(path, _records(path, problems), problems):
+        keep(case)
+        valid += 1
+    if not valid and not problems:
+        problems.append((0, f"{path}: the dataset is empty"))
+    if problems:
+        raise DatasetError([message for _, message in sorted(problems, key=lambda p: p[0])])
+
+
+def _records(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
+    return _read_json(path, text, problems) if path.suffix == ".json" else _read_jsonl(path, text, problems)
+
+
+def _read_jsonl(path: Path, text: str, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append((lineno, json.loads(line)))
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append((lineno, f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"))
-    return records
 
 
-def _read_json(path: Path, text: str, problems: list[tuple[int, str]]) -> list[tuple[int, Any]]:
+def _read_json(path: Path, text: str, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
     """Walk the top-level list element by element so each case keeps the line it starts on."""
     decoder = json.JSONDecoder()
     try:
         top = decoder.decode(text)
     except json.JSONDecodeError as exc:
         problems.append((exc.lineno, f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"))
-        return []
+        return
     if not isinstance(top, list):
         problems.append((1, f"{path}:1: expected a JSON list of cases, got {type(top).__name__}"))
-        return []
-    records, pos = [], text.index("[") + 1
+        return
+    pos = text.index("[") + 1
     for _ in top:
         while text[pos] in " \t\r\n,":
             pos += 1
         value, end = decoder.raw_decode(text, pos)
-        records.append((text.count("\n", 0, pos) + 1, value))
+        yield text.count("\n", 0, pos) + 1, value
         pos = end
-    return records
 
 
-def _validate(path: Path, records: list[tuple[int, Any]], problems: list[tuple[int, str]]) -> list[Case]:
-    cases: list[Case] = []
+def _validate(path: Path, records: Iterable[tuple[int, Any]], problems: list[tuple[int, str]]) -> Iterator[Case]:
     first_line_of: dict[str, int] = {}
     for lineno, record in records:
         where = f"{path}:{lineno}"
@@ -189,8 +214,7 @@ def _validate(path: Path, records: list[tuple[int, Any]], problems: list[tuple[i
             problems.append((lineno, f"{where}: field 'id': duplicate id {case.id!r} (first on line {first_line_of[case.id]})"))
             continue
         first_line_of[case.id] = lineno
-        cases.append(case)
-    return cases
+        yield case
 
 
 def _describe(err: Any) -> str:
@@ -205,9 +229,11 @@ def _describe(err: Any) -> str:
     return f"field '{loc or 'tests'}': {err['msg'].removeprefix('Value error, ')}"
 
 
-def batches(items: list[T], size: int) -> list[list[T]]:
-    """Consecutive groups of at most `size` items (the unit of work of a Prefect task)."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive groups of at most `size` items (the unit of work of a Prefect task), read lazily."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 class RecordedOutput(BaseModel):

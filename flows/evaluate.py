@@ -17,13 +17,14 @@ from prefect.utilities.annotations import opaque as _opaque
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
 from tasks.check import check_batch
-from tasks.dataset import load_cases, load_previous, load_recorded, select_errored
+from tasks.dataset import plan, validate_dataset
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
 from tasks.report import record_batch, report, start_run
 
 # Batches whose results are not yet recorded. Enough to keep the call limiter busy while one batch is
-# being checked; bounded so a 20,000-case run holds a few batches in memory, not all of them.
+# being checked; bounded, and cases are read batch by batch, so a 20,000-case run holds a few batches
+# in memory, not all of them.
 IN_FLIGHT_BATCHES = 4
 TASKS_PER_BATCH = 4  # generate, check, judge, record
 
@@ -32,16 +33,9 @@ TASKS_PER_BATCH = 4  # generate, check, judge, record
 @flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True)
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
-    cases = load_cases(config.dataset)
-    if config.retry_errors_of:
-        cases = select_errored(config.retry_errors_of, cases)
-    if config.outputs:
-        items = load_recorded(config.outputs, cases)
-    elif config.regrade_of:
-        items = load_previous(config.regrade_of, cases)
-    else:
-        items = [(case, None) for case in cases]
-    run_dir = start_run(config, len(items))
+    ids = validate_dataset(config.dataset)
+    items, order = plan(config, ids)
+    run_dir = start_run(config, len(order))
     in_flight: deque = deque()
     # opaque: Prefect resolves a future but does not walk the objects inside (~1 s per 1,000 cases).
     # prefect-dask 0.3.7 hands opaque() to its workers as a bare tuple, so there it is left out.
@@ -61,7 +55,6 @@ def evaluate(config: RunConfig) -> str:
             _wait(in_flight.popleft())
     while in_flight:
         _wait(in_flight.popleft())
-    order = [(case.id, generation.cid if generation else None) for case, generation in items]
     return report(run_dir, config, order, round(time.perf_counter() - started, 3))
 
 

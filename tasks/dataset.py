@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prefect import task
 
-from codegen_eval.dataset import Case, load_dataset, load_outputs
+from codegen_eval.config import RunConfig
+from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
 from codegen_eval.generation import Generation, recorded
 from codegen_eval.report import errored_ids, previous_generations
 
+Item = tuple[Case, Generation | None]  # a case, and its output when it is not to be generated
+
 
 @task(name="load-dataset")
-def load_cases(path: str) -> list[Case]:
-    return load_dataset(path)
+def validate_dataset(path: str) -> list[str]:
+    """Validate every case before any model call; only the ids are kept (the cases stream later)."""
+    return dataset_ids(path)
 
 
 @task(name="load-outputs")
@@ -27,3 +33,23 @@ def select_errored(run_dir: str, cases: list[Case]) -> list[Case]:
 @task(name="load-previous-run")
 def load_previous(run_dir: str, cases: list[Case]) -> list[tuple[Case, Generation]]:
     return previous_generations(run_dir, cases)
+
+
+def plan(config: RunConfig, ids: list[str]) -> tuple[Iterator[Item], list[tuple[str, str | None]]]:
+    """What the run grades, lazily, and the (id, cid) order the report lists it in.
+
+    A plain run reads its cases from the file batch by batch, so memory does not grow with the
+    dataset; grading recorded outputs, a regrade and --retry-errors pair cases up front."""
+    if not (config.outputs or config.regrade_of or config.retry_errors_of):
+        return ((case, None) for case in iter_cases(config.dataset)), [(case_id, None) for case_id in ids]
+    cases = list(iter_cases(config.dataset))
+    if config.retry_errors_of:
+        cases = select_errored(config.retry_errors_of, cases)
+    items: list[Item]
+    if config.outputs:
+        items = load_recorded(config.outputs, cases)
+    elif config.regrade_of:
+        items = load_previous(config.regrade_of, cases)
+    else:
+        items = [(case, None) for case in cases]
+    return iter(items), [(case.id, generation.cid if generation else None) for case, generation in items]

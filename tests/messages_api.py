@@ -286,10 +286,12 @@ class Faults:
         return sum(n for kind, n in self.counts.items() if kind != "ok")
 
 
-def synthetic_cases(n: int) -> list[dict[str, Any]]:
-    """`n` small Python cases for scale runs: cheap to check, so the run measures the pipeline."""
-    return [
-        {
+def synthetic_cases(n: int, executable: bool = False) -> list[dict[str, Any]]:
+    """`n` small Python cases for scale runs: cheap, so the run measures the pipeline and its calls.
+    `executable` gives each a test, so each also goes through the sandbox, as a real dataset's would."""
+    cases = []
+    for i in range(n):
+        case = {
             "id": f"synthetic-{i:05d}",
             "task": f"Write a function `value_{i:05d}()` that takes no arguments and returns the integer {i}.",
             "format": "python",
@@ -297,8 +299,10 @@ def synthetic_cases(n: int) -> list[dict[str, Any]]:
             "solution_criteria": f"Defines value_{i:05d}() returning {i}.",
             "difficulty": ("easy", "medium", "hard")[i % 3],
         }
-        for i in range(n)
-    ]
+        if executable:
+            case["tests"] = {"entry_point": f"value_{i:05d}", "check": f"def check(candidate):\n    assert candidate() == {i}\n", "aws": False}
+        cases.append(case)
+    return cases
 
 
 def synthetic_responder() -> Responder:

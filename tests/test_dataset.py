@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen_eval.dataset import DatasetError, content_id, load_dataset
+from codegen_eval.dataset import DatasetError, batches, content_id, dataset_ids, iter_cases, load_dataset
 from tests.conftest import DATASET
 
 GOOD = {
@@ -115,3 +115,28 @@ def test_tests_field_is_preserved_verbatim(tmp_path):
 
 def test_missing_file(tmp_path):
     assert "no such file" in problems(tmp_path / "nope.jsonl")[0]
+
+
+def test_a_run_validates_everything_first_then_streams_the_same_cases(tmp_path):
+    """A run keeps only the ids (`dataset_ids`, same checks as `load_dataset`) and reads the cases
+    batch by batch later (`iter_cases`, `batches`): the same cases, in the same order."""
+    bad = write_jsonl(tmp_path, GOOD, {**GOOD, "id": "b", "difficulty": "trivial"}, "{oops", name="bad.jsonl")
+    with pytest.raises(DatasetError) as info:
+        dataset_ids(bad)
+    assert info.value.problems == problems(bad) and len(info.value.problems) == 2
+
+    good = write_jsonl(tmp_path, *({**GOOD, "id": f"c{i}"} for i in range(7)))
+    assert dataset_ids(good) == [c.id for c in load_dataset(good)] == [f"c{i}" for i in range(7)]
+    assert list(iter_cases(good)) == load_dataset(good)
+    read = []
+    stream = batches((read.append(c.id) or c for c in iter_cases(good)), 3)
+    assert [c.id for c in next(stream)] == ["c0", "c1", "c2"] and len(read) == 3  # nothing read ahead
+    assert [len(b) for b in stream] == [3, 1]
+
+
+def test_a_dataset_edited_during_a_run_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path, GOOD)
+    stream = iter_cases(path)
+    path.write_text(json.dumps({**GOOD, "format": "cobol"}) + "\n")  # read happens on first next()
+    with pytest.raises(DatasetError, match="changed during the run"):
+        list(stream)

@@ -108,3 +108,19 @@ def test_isolation_is_complete_here(sandbox):
     # This machine runs the tests as root with namespaces available: nothing may be missing.
     assert os.geteuid() == 0
     assert run(sandbox, "pass").isolation == []
+
+
+def test_stdlib_imports_work_and_aws_is_warmed_only_when_needed():
+    """Children run as an unprivileged uid that may not read the interpreter's files, so the zygote
+    imports the standard library a candidate may use; boto3 and moto (~75 MB) only for AWS jobs."""
+    box = Sandbox(slots=1)
+    check = "def check(candidate):\n    assert candidate() == {expected}\n"
+    try:
+        stdlib = "def f():\n    import math, hashlib, itertools, collections, random, decimal, datetime, statistics, string\n    return 'ok'\n"
+        assert box.run({"kind": "python", "code": stdlib, "entry_point": "f", "check": check.format(expected="'ok'"), "aws": False}).status == "PASS"
+        loaded = "import sys\n\ndef f():\n    return 'boto3' in sys.modules\n"
+        assert box.run({"kind": "python", "code": loaded, "entry_point": "f", "check": check.format(expected=False), "aws": False}).status == "PASS"
+        assert box.run({"kind": "python", "code": loaded, "entry_point": "f", "check": check.format(expected=True), "aws": True}).status == "PASS"
+        assert box.run({"kind": "python", "code": loaded, "entry_point": "f", "check": check.format(expected=True), "aws": False}).status == "PASS"
+    finally:
+        box.close()
