@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -38,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._results import heading, machine, publish  # noqa: E402
 from codegen_eval.config import RunConfig  # noqa: E402
+from tests.loopback import free_port, wait_healthy  # noqa: E402
 from tests.messages_api import synthetic_cases  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -57,9 +56,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="codegen-eval-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ANTHROPIC_", "CODEGEN_EVAL_"))}
     env.update({"PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ANTHROPIC_API_KEY": "sk-bench"})
-    with Background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(_free_port())], env) as server:
+    with Background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(free_port())], env) as server:
         env["PREFECT_API_URL"] = api_url = server.wait_for_url(r"http://127\.0\.0\.1:\d+", suffix="/api")
-        _wait_healthy(api_url)
+        if not wait_healthy(api_url + "/health"):
+            raise RuntimeError("the Prefect server did not become healthy in 180 s")
         lines = [heading("Scale: throughput, cache, memory, Prefect"), "", machine() + f"; {args.n} synthetic cases; "
                  f"loopback Messages API in its own process; a running Prefect server on loopback (SQLite).", ""]
         if args.only != "memory":
@@ -261,23 +261,6 @@ def _ingest(api_url: str, ended: float) -> tuple[float, int]:
 def _dataset(path: Path, n: int, executable: bool = False) -> Path:
     path.write_text("".join(json.dumps(case) + "\n" for case in synthetic_cases(n, executable)), encoding="utf-8")
     return path
-
-
-def _wait_healthy(api_url: str) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(api_url + "/health", timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("the Prefect server did not become healthy in 180 s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _median(values: list[float]) -> float:

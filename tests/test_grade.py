@@ -16,7 +16,8 @@ from codegen_eval.report import load_results
 from flows.evaluate import evaluate
 from tests.conftest import SEED
 
-HUMANEVAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "HumanEval.jsonl.gz"
+# openai/human-eval's data/HumanEval.jsonl.gz, MIT (tests/data/HumanEval.LICENSE): the suite needs nothing outside the repo.
+HUMANEVAL = Path(__file__).resolve().parent / "data" / "HumanEval.jsonl.gz"
 
 
 def write_outputs(path: Path, rows: list[dict]) -> Path:
