@@ -11,8 +11,9 @@ Isolation comes from the kernel, not from monkeypatching Python:
 - a fresh temporary working directory, its own session, SIGKILL of the group on a wall-clock timeout;
 - an environment with nothing of the parent's: no API keys, fake AWS credentials only.
 
-Fast path: a "zygote" process per slot (zygote.py) imports what jobs need once (boto3 and moto with the first
-AWS job), then forks one child per job (~tens of ms instead of ~1 s for a fresh interpreter). Zygotes are single-threaded, so forking them is
+Fast path: a "zygote" process per slot (zygote.py, which applies all of the above to each child)
+imports what jobs need once (boto3 and moto with the first AWS job), then forks one child per job
+(~tens of ms instead of ~1 s for a fresh interpreter). Zygotes are single-threaded, so forking them is
 safe; slots give parallelism by processes, as moto is not thread-safe. Where namespaces or uid changes
 are unavailable (not root), the child says so in `isolation` and the runner logs a loud warning.
 
@@ -51,9 +52,6 @@ class SandboxResult(BaseModel):
     isolation: list[str] = Field(default_factory=list)  # what could NOT be applied
     output: str = ""  # the tail of what the code printed
     elapsed_ms: float = 0.0
-
-
-# --- the parent's side ------------------------------------------------------------------------------
 
 
 class _Zygote:
