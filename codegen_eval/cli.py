@@ -190,11 +190,9 @@ def _preflight(config: RunConfig) -> int:
             total = len(load_outputs(config.outputs, load_dataset(config.dataset)))
         elif config.regrade_of:
             total = len(previous_generations(config.regrade_of, load_dataset(config.dataset)))
-        elif config.retry_errors_of:
-            dataset_ids(config.dataset)
-            total = len(errored_ids(config.retry_errors_of))
-        else:
-            total = len(dataset_ids(config.dataset))
+        else:  # the ids suffice: the run itself streams the cases
+            ids = dataset_ids(config.dataset)
+            total = len(errored_ids(config.retry_errors_of)) if config.retry_errors_of else len(ids)
         if config.rubric:
             _check_rubric(config.rubric)
         models = {config.judge_model} if config.judge else set()
