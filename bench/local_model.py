@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._results import heading, machine, publish  # noqa: E402
 
-from codegen_eval.backends.local import N_CTX, SAMPLING, LocalBackend  # noqa: E402
+from codegen_eval.models.backends.local import N_CTX, SAMPLING, LocalBackend  # noqa: E402
 from codegen_eval.dataset import load_dataset  # noqa: E402
 from codegen_eval.generation import generation_request  # noqa: E402
 

@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from codegen_eval import progress
-from codegen_eval.backends import ConfigError, default_model, get_backend
-from codegen_eval.cache import CacheError, CallCache
+from codegen_eval.reporting import progress
+from codegen_eval.models.backends import ConfigError, default_model, get_backend
+from codegen_eval.models.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
 from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
-from codegen_eval.pricing import price
-from codegen_eval.report import errored_ids, latest_run, previous_generations
-from codegen_eval.scoring import ScoringConfig
+from codegen_eval.models.pricing import price
+from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
+from codegen_eval.grading.scoring import ScoringConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
 err = Console(stderr=True)
@@ -125,7 +125,7 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(help="Where to write the page (default: RUN_B/compare-<A>.html).")] = None,
 ) -> None:
     """Compare two runs: per-case changes, pass rates, McNemar's test; prints the page's path."""
-    from codegen_eval.compare import write_comparison
+    from codegen_eval.reporting.compare import write_comparison
 
     try:
         print(write_comparison(run_a, run_b, out))
@@ -165,7 +165,7 @@ def _print_summary(run_dir: Path) -> float:
     """Verdicts, calls, tokens and cost on stderr, so stdout stays the run directory alone."""
     from rich.table import Table
 
-    from codegen_eval.results import Summary
+    from codegen_eval.reporting.results import Summary
 
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
     verdicts = "  ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
@@ -213,7 +213,7 @@ def _preflight(config: RunConfig) -> int:
 def _check_rubric(path: str) -> None:
     import jinja2
 
-    from codegen_eval.judge import load_rubric
+    from codegen_eval.grading.judge import load_rubric
 
     try:
         load_rubric(path).render(task="t", output="o", expected="e", criteria="c", format="python")

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from codegen_eval.backends import default_model
-from codegen_eval.scoring import ScoringConfig
+from codegen_eval.models.backends import default_model
+from codegen_eval.grading.scoring import ScoringConfig
 
 DEFAULT_DATASET = "datasets/aws_codegen.jsonl"
 DEFAULT_OUT = "artifacts/runs"

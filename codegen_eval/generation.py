@@ -7,11 +7,11 @@ import re
 
 from pydantic import BaseModel
 
-from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
-from codegen_eval.cache import CallCache
+from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
+from codegen_eval.models.cache import CallCache
 from codegen_eval.dataset import Case
-from codegen_eval.calls import CallPolicy
-from codegen_eval.strategies import Strategy, call_with_fallback
+from codegen_eval.models.calls import CallPolicy
+from codegen_eval.models.strategies import Strategy, call_with_fallback
 
 PROMPT = "Write AWS {format} code for the following task. Return ONLY the code — no explanation.\n\nTask:\n{task}"
 FORMAT_NAMES = {"python": "Python", "json": "JSON", "regex": "regex"}

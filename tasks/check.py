@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from prefect import task
 
-from codegen_eval import progress
-from codegen_eval.calls import run_concurrently
-from codegen_eval.checks import CheckResult, run_checks
+from codegen_eval.reporting import progress
+from codegen_eval.models.calls import run_concurrently
+from codegen_eval.grading.checks import CheckResult, run_checks
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.sandbox import shared_sandbox
+from codegen_eval.grading.sandbox import shared_sandbox
 
 
 @task(name="check", task_run_name="check-batch-{batch_index}")

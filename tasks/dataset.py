@@ -7,7 +7,7 @@ from prefect import task
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
 from codegen_eval.generation import Generation, recorded
-from codegen_eval.report import errored_ids, previous_generations
+from codegen_eval.reporting.report import errored_ids, previous_generations
 
 Item = tuple[Case, Generation | None]  # a case, and its output when it is not to be generated
 

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from prefect import task
 
-from codegen_eval import progress
-from codegen_eval.batches import prefetch
-from codegen_eval.calls import run_concurrently
+from codegen_eval.reporting import progress
+from codegen_eval.models.batches import prefetch
+from codegen_eval.models.calls import run_concurrently
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, accept_generation, generate, generation_request
-from codegen_eval.strategies import strategy_for
+from codegen_eval.models.strategies import strategy_for
 from tasks import call_policy, finish, open_cache, pool_size
 
 

@@ -8,14 +8,14 @@ from uuid import UUID
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from codegen_eval.checks import CheckResult
+from codegen_eval.grading.checks import CheckResult
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.judge import DEFAULT_RUBRIC, Judgement
-from codegen_eval.compare import write_comparison
-from codegen_eval.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
-from codegen_eval.results import CaseResult, Summary, assemble
+from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
+from codegen_eval.reporting.compare import write_comparison
+from codegen_eval.reporting.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
+from codegen_eval.reporting.results import CaseResult, Summary, assemble
 
 
 @task(name="start-run")

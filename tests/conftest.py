@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen_eval.backends import reset_backends
+from codegen_eval.models.backends import reset_backends
 from tests.messages_api import MessagesAPI, seed_responder
 
 SECRET = "sk-ant-test-SECRET-4f9c2d"  # must never reach an artifact, a log or a cache key

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from codegen_eval.checks import CheckStatus, check_syntax
+from codegen_eval.grading.checks import CheckStatus, check_syntax
 from codegen_eval.generation import extract_code
-from codegen_eval.judge import Judgement, JudgeStatus, JudgeVerdict, parse_verdict
-from codegen_eval.scoring import ScoringConfig, Verdict, score_case
+from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict, parse_verdict
+from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from codegen_eval.cache import CallCache
-from codegen_eval.report import load_results
-from codegen_eval.strategies import Strategy, known_strategy, strategy_for
+from codegen_eval.models.cache import CallCache
+from codegen_eval.reporting.report import load_results
+from codegen_eval.models.strategies import Strategy, known_strategy, strategy_for
 from tests.messages_api import PREFILL_400, Reply, seed_responder
 
 
@@ -138,7 +138,7 @@ def test_max_cost_stops_new_calls_and_reports_the_ungraded(run, api):
 
 @pytest.fixture
 def fast_polls(monkeypatch):
-    import codegen_eval.batches as batches
+    import codegen_eval.models.batches as batches
 
     monkeypatch.setattr(batches, "POLL_SECONDS", 0.01)
 
@@ -165,7 +165,7 @@ def test_batch_never_resubmits_cache_hits(run, api, fast_polls):
 
 
 def test_interrupted_batch_is_resumed_by_its_id(run, api, fast_polls, cache_dir, monkeypatch):
-    import codegen_eval.batches as batches
+    import codegen_eval.models.batches as batches
 
     api.polls_before_end = 10**6  # the batch never ends: the first run is interrupted while polling
     calls = {"n": 0}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from codegen_eval.checks import run_checks
+from codegen_eval.grading.checks import run_checks
 from codegen_eval.dataset import load_dataset, load_outputs
 from codegen_eval.generation import recorded
-from codegen_eval.sandbox import Sandbox
+from codegen_eval.grading.sandbox import Sandbox
 from tests.conftest import DATASET
 
 CASES = load_dataset(DATASET)

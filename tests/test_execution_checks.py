@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from codegen_eval.checks import CheckStatus, run_checks, signature, undefined_names
+from codegen_eval.grading.checks import CheckStatus, run_checks, signature, undefined_names
 from codegen_eval.dataset import Case, load_dataset
-from codegen_eval.judge import Judgement, JudgeStatus, JudgeVerdict
-from codegen_eval.sandbox import Sandbox
-from codegen_eval.scoring import ScoringConfig, Verdict, score_case
+from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict
+from codegen_eval.grading.sandbox import Sandbox
+from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 from tests.conftest import DATASET, SEED
 
 SEED_CASES = {case.id: case for case in load_dataset(SEED)}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from codegen_eval.iam import evaluate, grammar_errors
+from codegen_eval.grading.iam import evaluate, grammar_errors
 
 
 def policy(*statements):

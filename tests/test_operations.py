@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codegen_eval.cli import app
-from codegen_eval.compare import compare_runs, mcnemar_exact
+from codegen_eval.reporting.compare import compare_runs, mcnemar_exact
 from tests.conftest import CLAUDE, SEED
 from tests.messages_api import Reply, seed_responder
 
@@ -95,7 +95,7 @@ def test_kill_9_then_rerun_repeats_no_finished_call(prefect_api, api, tmp_path):
     import sys
     import time
 
-    from codegen_eval.cache import CallCache
+    from codegen_eval.models.cache import CallCache
 
     def slow(body):
         time.sleep(0.4)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 
-from codegen_eval.report import load_results
+from codegen_eval.reporting.report import load_results
 from tests.conftest import CLAUDE, SECRET
 from tests.messages_api import Reply, seed_responder
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen_eval.compare import write_comparison
+from codegen_eval.reporting.compare import write_comparison
 from tests.messages_api import Reply, seed_responder
 
 CHROMIUM = "/usr/bin/chromium"

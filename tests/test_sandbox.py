@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen_eval.sandbox import Limits, Sandbox
+from codegen_eval.grading.sandbox import Limits, Sandbox
 
 CALL = "def check(candidate):\n    candidate()\n"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from codegen_eval.report import load_results
+from codegen_eval.reporting.report import load_results
 from tests.conftest import CLAUDE
 from tests.messages_api import Faults, MessagesAPI, synthetic_cases, synthetic_responder
 
@@ -52,7 +52,7 @@ def test_ten_percent_faults_on_1000_cases_grade_every_case(prefect_api, api, syn
     """429 (with retry-after), 529, 500 and hangs past the timeout on 10 % of requests: every case is
     graded, every fault is retried once, and the run reports how many retries it took."""
     from codegen_eval.config import RunConfig
-    from codegen_eval.ratelimit import limiter_for
+    from codegen_eval.models.ratelimit import limiter_for
     from flows.evaluate import evaluate
 
     faults = Faults(synthetic_responder(), rate=0.10, hang_s=1.5)
@@ -78,7 +78,7 @@ def test_ten_percent_faults_on_1000_cases_grade_every_case(prefect_api, api, syn
 def test_kill_9_at_a_random_point_then_rerun_gives_identical_results(prefect_api, synthetic, tmp_path):
     """Killed anywhere, the same command finishes the run: no call whose answer was stored is made
     again, and the results equal those of a run that was never interrupted."""
-    from codegen_eval.cache import CallCache
+    from codegen_eval.models.cache import CallCache
 
     seed = int(os.environ.get("KILL_SEED", random.randrange(1_000_000)))
     kill_after = random.Random(seed).randrange(20, 560)  # requests served before the kill, of 600

@@ -1,6 +1,6 @@
 """The sandbox's zygote: a warm process per slot that forks one OS-isolated child per job.
 
-Runs as `python -m codegen_eval.zygote UID`, reading one JSON job per stdin line and writing one JSON
+Runs as `python -m codegen_eval.grading.zygote UID`, reading one JSON job per stdin line and writing one JSON
 result per stdout line (see sandbox.py for the isolation it applies and why). Kept free of pydantic
 and of the rest of the package, so a zygote and each of its children stay small (~20 MB).
 """
@@ -96,7 +96,7 @@ def _child(job: dict[str, Any], uid: int, limits: Limits, result_fd: int, workdi
         os.dup2(out, 2)
         os.environ.clear()
         os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir})
-        from codegen_eval import harness
+        from codegen_eval.grading import harness
 
         result = harness.run_job(job)
         sys.stdout.flush()
@@ -222,7 +222,7 @@ def _describe_exit(wait_status: int) -> str:
 
 def serve(uid: int) -> None:
     """The zygote's loop: one JSON job per stdin line, one JSON result per stdout line."""
-    from codegen_eval import harness
+    from codegen_eval.grading import harness
 
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     harness.warm_up()

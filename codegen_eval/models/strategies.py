@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from enum import StrEnum
 
-from codegen_eval.backends import LOCAL_MODEL, ModelRequest, ModelResponse
-from codegen_eval.cache import CallCache
-from codegen_eval.calls import CallPolicy, CallResult, cached_call
+from codegen_eval.models.backends import LOCAL_MODEL, ModelRequest, ModelResponse
+from codegen_eval.models.cache import CallCache
+from codegen_eval.models.calls import CallPolicy, CallResult, cached_call
 
 
 class Strategy(StrEnum):

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from codegen_eval.backends import ConfigError, ModelRequest, ModelResponse, Usage
+from codegen_eval.models.backends import ConfigError, ModelRequest, ModelResponse, Usage
 
 WEIGHTS_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 WEIGHTS_SIZE = 491_400_064

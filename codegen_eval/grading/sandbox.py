@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from codegen_eval.zygote import Limits
+from codegen_eval.grading.zygote import Limits
 
 __all__ = ["Limits", "Sandbox", "SandboxResult", "shared_sandbox"]
 
@@ -59,7 +59,7 @@ class _Zygote:
         self.uid = uid
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "codegen_eval.zygote", str(uid)],
+            [sys.executable, "-m", "codegen_eval.grading.zygote", str(uid)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
         )
 

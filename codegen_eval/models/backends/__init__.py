@@ -99,10 +99,10 @@ def get_backend(model: str) -> Backend:
 
 def _create(model: str) -> Backend:
     if model == LOCAL_MODEL:
-        from codegen_eval.backends.local import LocalBackend
+        from codegen_eval.models.backends.local import LocalBackend
 
         return LocalBackend()
-    from codegen_eval.backends.anthropic import AnthropicBackend
+    from codegen_eval.models.backends.anthropic import AnthropicBackend
 
     return AnthropicBackend()
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from codegen_eval.backends import TransientError
+from codegen_eval.models.backends import TransientError
 
 T = TypeVar("T")
 

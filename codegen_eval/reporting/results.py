@@ -7,13 +7,13 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from codegen_eval.backends import LOCAL_MODEL, Usage
-from codegen_eval.checks import CheckResult
+from codegen_eval.models.backends import LOCAL_MODEL, Usage
+from codegen_eval.grading.checks import CheckResult
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.judge import Judgement
-from codegen_eval.pricing import cost_usd
-from codegen_eval.scoring import ScoringConfig, Verdict, score_case
+from codegen_eval.grading.judge import Judgement
+from codegen_eval.models.pricing import cost_usd
+from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 
 VERDICTS = [v.value for v in Verdict]
 

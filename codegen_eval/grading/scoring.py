@@ -19,8 +19,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from codegen_eval.checks import CheckResult
-from codegen_eval.judge import Judgement, JudgeStatus
+from codegen_eval.grading.checks import CheckResult
+from codegen_eval.grading.judge import Judgement, JudgeStatus
 
 
 class Verdict(StrEnum):

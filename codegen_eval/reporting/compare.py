@@ -15,8 +15,8 @@ from typing import NamedTuple
 import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.report import RESULTS
-from codegen_eval.results import Summary
+from codegen_eval.reporting.report import RESULTS
+from codegen_eval.reporting.results import Summary
 
 
 class CaseDelta(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import threading
 
-from codegen_eval.backends import LOCAL_MODEL, ModelRequest, Usage
+from codegen_eval.models.backends import LOCAL_MODEL, ModelRequest, Usage
 
 PRICES: list[tuple[str, float, float]] = [
     (r"^claude-opus-5-5", 4.00, 20.00),

@@ -1,7 +1,7 @@
 """Claude through the official SDK.
 
 The SDK's own retries are off: transient failures (429, 529, 5xx, timeouts) are raised as
-`TransientError` and retried by `codegen_eval.ratelimit`, which also shrinks the run's concurrency on a
+`TransientError` and retried by `codegen_eval.models.ratelimit`, which also shrinks the run's concurrency on a
 429. Sampling arguments are never sent: SDK >= 1.0 rejects `temperature=`.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import anthropic
 
-from codegen_eval.backends import BackendError, ConfigError, ModelRequest, ModelResponse, TransientError, Usage
+from codegen_eval.models.backends import BackendError, ConfigError, ModelRequest, ModelResponse, TransientError, Usage
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 

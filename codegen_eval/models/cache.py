@@ -16,7 +16,7 @@ from typing import Any
 
 import diskcache
 
-from codegen_eval.backends import ModelRequest, ModelResponse
+from codegen_eval.models.backends import ModelRequest, ModelResponse
 
 # Bump when the meaning of a stored answer changes, to invalidate every key at once.
 SCHEMA_VERSION = 1

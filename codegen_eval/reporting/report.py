@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.results import CaseResult, Summary, SummaryBuilder
+from codegen_eval.reporting.results import CaseResult, Summary, SummaryBuilder
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("codegen_eval", "templates"),

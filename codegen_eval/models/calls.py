@@ -11,10 +11,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from codegen_eval.backends import BackendError, ModelRequest, TransientError, ModelResponse, get_backend
-from codegen_eval.cache import CallCache, request_key
-from codegen_eval.pricing import Budget, cost_usd, worst_case_usd
-from codegen_eval.ratelimit import AdaptiveLimiter, with_retries
+from codegen_eval.models.backends import BackendError, ModelRequest, TransientError, ModelResponse, get_backend
+from codegen_eval.models.cache import CallCache, request_key
+from codegen_eval.models.pricing import Budget, cost_usd, worst_case_usd
+from codegen_eval.models.ratelimit import AdaptiveLimiter, with_retries
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from codegen_eval import iam
+from codegen_eval.grading import iam
 from codegen_eval.dataset import Case, Format, PolicyTests, PythonTests, RegexTests
-from codegen_eval.sandbox import Limits, Sandbox, SandboxResult
+from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
 EQUIVALENCE_LIMITS = Limits(wall_s=5.0, cpu_s=5)

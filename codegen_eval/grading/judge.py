@@ -11,13 +11,13 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, Field, ValidationError
 
-from codegen_eval.backends import Message, ModelRequest, ModelResponse, Usage
-from codegen_eval.cache import CallCache
-from codegen_eval.calls import CallPolicy, cached_call
+from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
+from codegen_eval.models.cache import CallCache
+from codegen_eval.models.calls import CallPolicy, cached_call
 from codegen_eval.dataset import Case
-from codegen_eval.strategies import Strategy, call_with_fallback
+from codegen_eval.models.strategies import Strategy, call_with_fallback
 
-DEFAULT_RUBRIC = Path(__file__).parent / "templates" / "judge.j2"
+DEFAULT_RUBRIC = Path(__file__).parent.parent / "templates" / "judge.j2"
 PREFILL = "```json\n"
 STOP = "```"
 MAX_TOKENS = 1024
