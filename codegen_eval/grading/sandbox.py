@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # Per-slot uids from a range no real account uses; derived from the pid so two runs do not share one.
 UID_BASE = 200_000
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class SandboxResult(BaseModel):
@@ -57,7 +59,8 @@ class SandboxResult(BaseModel):
 class _Zygote:
     def __init__(self, uid: int):
         self.uid = uid
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        # The zygote imports this very copy of the package, wherever it is installed or checked out.
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": PACKAGE_ROOT}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "codegen_eval.grading.zygote", str(uid)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
