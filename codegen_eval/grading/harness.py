@@ -1,20 +1,27 @@
-"""The trusted code that runs a job inside a sandbox child (see sandbox.py). Returns plain dicts.
+"""The code that runs inside a sandbox job (see sandbox.py and zygote.py). Returns plain dicts.
 
 Jobs:
-- python: exec the candidate in a fresh namespace (inside moto's `mock_aws()` with fake credentials
-  when `aws`), then `check(candidate)`, HumanEval's convention.
+- python: two processes. The candidate's code runs in one (`serve_candidate`); the case's
+  `check(candidate)`, HumanEval's convention, runs in another, trusted one (`run_check`) and calls the
+  candidate through a proxy that passes plain data only (wire.py), so the verdict is decided where the
+  candidate cannot reach. For AWS cases the trusted process also serves moto, which both sides use as
+  their AWS endpoint: the check sees exactly what the candidate did.
 - regex: `re.search` over the `match` / `no_match` strings, regexploit's static ReDoS analysis, and an
   equivalence check against the expected pattern (interegular) with counterexamples re-checked by `re`.
 - regex_attack: time the pattern on attack strings; the caller's wall-clock limit decides ReDoS.
+- probe: which of the given paths the sandbox's uid cannot read (the grading self-test).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import traceback
-from contextlib import nullcontext
 from typing import Any
+
+from codegen_eval.grading import wire
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -56,19 +63,52 @@ def needs_aws(job: dict[str, Any]) -> bool:
     return job["kind"] == "python" and job.get("aws", True)
 
 
-def warm_up_aws() -> None:
-    """boto3 and moto, warmed once in the zygote when its first AWS job comes: ~70 MB and ~1 s that
-    runs without AWS cases (HumanEval, regex, IAM) never pay."""
-    import boto3
-    from moto import mock_aws
+# Services whose moto server apps and botocore models the zygote builds before it forks, so a case pays
+# for none of that. A service not listed still works; its first use in a case is slower.
+AWS_SERVICES = (
+    "s3 dynamodb sqs sns iam sts secretsmanager ssm kms lambda ec2 logs kinesis stepfunctions events cloudwatch"
+).split()
+_moto_app: Any = None
 
-    os.environ.update(FAKE_AWS_ENV)
-    with mock_aws():  # builds botocore's loaders and moto's backends once
-        boto3.client("s3", region_name="us-east-1").list_buckets()
+
+def warm_up_aws() -> None:
+    """boto3, moto and its server app, warmed once in the zygote when its first AWS job comes: ~1 s and
+    ~100 MB that runs without AWS cases (HumanEval, regex, IAM) never pay."""
+    global _moto_app
+    import boto3
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    os.environ.update(aws_environment(0))
+    _moto_app = DomainDispatcherApplication(create_backend_app)
+    for service in AWS_SERVICES:
+        _moto_app.app_instances[service] = create_backend_app(service)  # type: ignore[arg-type]
+        boto3.client(service, region_name="us-east-1")  # loads the model into the default session's cache
+
+
+def aws_environment(port: int) -> dict[str, str]:
+    """What both sides of an AWS job see: fake credentials, and moto's server as every service's endpoint."""
+    return {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+
+
+def bind_aws_server() -> Any:
+    """moto's server, bound before the candidate exists (so the candidate cannot take its port), not yet serving."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    return make_server("127.0.0.1", 0, _moto_app, threaded=True, request_handler=MotoRequestHandler)
+
+
+def serve_aws(server: Any) -> None:
+    import logging
+    import threading
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request would bury the candidate's output
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    jobs = {"python": _python, "regex": _regex, "regex_attack": _regex_attack, "regex_equivalence": _regex_equivalence}
+    """A job that runs trusted code over untrusted data (a pattern), in one isolated process."""
+    jobs = {"regex": _regex, "regex_attack": _regex_attack, "regex_equivalence": _regex_equivalence, "probe": _probe}
     return jobs[job["kind"]](job)
 
 
@@ -76,45 +116,255 @@ def _fail(message: str, **details: Any) -> dict[str, Any]:
     return {"status": "TEST_FAIL", "message": message, "details": details}
 
 
-def _python(job: dict[str, Any]) -> dict[str, Any]:
-    if needs_aws(job):
-        from moto import mock_aws
+# --- python: the candidate's process ---------------------------------------------------------------------
 
-        os.environ.update(FAKE_AWS_ENV)
-        context: Any = mock_aws()
+
+def serve_candidate(sock: socket.socket, code: str) -> None:
+    """In the candidate's own process: load its code, then answer the check's calls until it hangs up.
+
+    Nothing here is trusted by the check: whatever this process sends is only "what the candidate
+    answered", decoded on the other side as plain data.
+    """
+    namespace: dict[str, Any] = {"__name__": "candidate"}
+    try:
+        exec(compile(code, "<candidate>", "exec"), namespace)  # noqa: S102 (the sandboxed candidate)
+    except BaseException as exc:  # noqa: BLE001 (an exit at import is an outcome too)
+        _reply(sock, {"raised": _exception(exc, {"<candidate>": code})})
+        return
+    functions = sorted(name for name, value in namespace.items() if callable(value) and not name.startswith("__"))
+    _reply(sock, {"loaded": functions})
+    while (request := wire.receive(sock)) is not None:
+        function = namespace.get(request.get("name"))
+        if not callable(function):
+            _reply(sock, {"missing": str(request.get("name"))})
+            continue
+        try:
+            value = function(*wire.decode(request["args"]), **wire.decode(request["kwargs"]))
+        except BaseException as exc:  # noqa: BLE001
+            _reply(sock, {"raised": _exception(exc, {"<candidate>": code})})
+            continue
+        try:
+            encoded = {"returned": wire.encode(value)}
+        except (wire.WireError, RecursionError) as exc:
+            encoded = {"unsupported": str(exc)}
+        _reply(sock, encoded)
+
+
+def _reply(sock: socket.socket, message: dict[str, Any]) -> None:
+    """Flush what the candidate printed first, so the report's output tail is complete when the check ends."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 (a candidate may have replaced or closed them)
+            pass
+    wire.send(sock, message)
+
+
+def _exception(exc: BaseException, sources: dict[str, str]) -> dict[str, Any]:
+    kind = type(exc)
+    described: dict[str, Any] = {"type": kind.__qualname__, "module": kind.__module__, "text": _describe(exc, sources)}
+    try:
+        described["message"] = str(exc)[:2000]
+    except Exception:  # noqa: BLE001 (a hostile __str__)
+        described["message"] = ""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):  # botocore's ClientError
+        error = response["Error"]
+        described["aws_error"] = {"Code": str(error.get("Code", "")), "Message": str(error.get("Message", ""))}
+        described["operation"] = str(getattr(exc, "operation_name", "") or "")
+    return described
+
+
+# --- python: the check's process (trusted) ------------------------------------------------------------------
+
+
+class CandidateFailure(BaseException):
+    """The candidate did not answer a call normally: it exited, was killed, broke the protocol or
+    returned something that is not plain data. A BaseException, so a check's `except Exception`
+    cannot swallow it; and the verdict is TEST_FAIL even if a check swallows it anyway."""
+
+
+class CandidateError(Exception):
+    """The candidate raised an exception that is not a builtin one (nor botocore's ClientError)."""
+
+
+class Candidate:
+    """The check's handle on one function of the candidate: calls cross the process boundary as plain data."""
+
+    def __init__(self, channel: Channel, name: str):
+        self._channel, self._name = channel, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.call(self._name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<candidate {self._name}>"
+
+
+class Channel:
+    """The check's side of the socket to the candidate's process."""
+
+    def __init__(self, sock: socket.socket, pid: int):
+        self.sock, self.pid = sock, pid
+        self.failure: str | None = None  # set once the candidate misbehaves; sticks for the whole job
+
+    def load(self) -> list[str]:
+        """The functions the candidate's module defines, once its code has run."""
+        reply = self._receive("while its code was loaded")
+        if type(reply.get("loaded")) is list:
+            return [name for name in reply["loaded"] if type(name) is str]
+        self._raise_from(reply, "when loaded")
+        raise AssertionError("unreachable")
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.failure:
+            raise CandidateFailure(self.failure)
+        wire.send(self.sock, {"name": name, "args": wire.encode(args), "kwargs": wire.encode(kwargs)})
+        reply = self._receive(f"during the call {name}(...)")
+        if "returned" in reply:
+            try:
+                return wire.decode(reply["returned"])
+            except wire.WireError as exc:
+                self._fail(f"{name}() sent back malformed data: {exc}")
+        if "unsupported" in reply:
+            self._fail(f"{name}() returned a value that is not plain data: {_text(reply['unsupported'])}")
+        if "missing" in reply:
+            raise NameError(f"the candidate defines no function {name!r}")
+        self._raise_from(reply, f"in {name}(...)")
+        raise AssertionError("unreachable")
+
+    def _receive(self, when: str) -> dict[str, Any]:
+        try:
+            reply = wire.receive(self.sock)
+        except wire.WireError as exc:
+            self._fail(f"the candidate broke the call protocol {when}: {exc}")
+        if reply is None:
+            self._fail(f"the candidate's process ended {when} ({_exit_of(self.pid)})")
+        return reply  # type: ignore[return-value]
+
+    def _raise_from(self, reply: dict[str, Any], where: str) -> None:
+        raised = reply.get("raised")
+        if type(raised) is not dict:
+            self._fail(f"the candidate answered {where} with an unknown message")
+        error = _rebuild(raised)
+        if error is None:  # SystemExit, KeyboardInterrupt and other non-Exceptions end the call abnormally
+            self._fail(f"the candidate raised {_text(raised.get('text'))} {where}")
+        raise error  # type: ignore[misc]
+
+    def _fail(self, message: str) -> None:
+        self.failure = self.failure or message
+        raise CandidateFailure(message)
+
+
+def _rebuild(raised: dict[str, Any]) -> Exception | None:
+    """An exception of the same builtin type (or a ClientError with the same code) for the check to catch;
+    None for a non-Exception (an exit)."""
+    import builtins
+
+    name, module, message = _text(raised.get("type")), _text(raised.get("module")), _text(raised.get("message"))
+    cls = getattr(builtins, name, None) if module == "builtins" else None
+    if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, Exception):
+        return None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 (builtins that need more arguments)
+            pass
+    aws_error = raised.get("aws_error")
+    if type(aws_error) is dict:
+        from botocore.exceptions import ClientError
+
+        error = {"Code": _text(aws_error.get("Code")), "Message": _text(aws_error.get("Message"))}
+        return ClientError({"Error": error}, _text(raised.get("operation")) or "Unknown")  # type: ignore[arg-type]
+    return CandidateError(f"{module}.{name}: {message}")
+
+
+def _text(value: Any) -> str:
+    return value[:2000] if type(value) is str else ""
+
+
+def _exit_of(pid: int) -> str:
+    import time
+
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if os.WIFSIGNALED(status):
+                return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            return f"exit status {os.waitstatus_to_exitcode(status)}"
+        time.sleep(0.005)
+    return "it closed its end of the channel"
+
+
+def run_check(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
+    """In the trusted process: the case's `check(candidate)` against the candidate's process."""
+    sources = {"<check>": job["check"]}
+    try:
+        defined = channel.load()
+    except CandidateFailure as exc:
+        return _fail(f"the code did not load: {exc}")
+    except Exception as exc:  # noqa: BLE001 (the module raised while it was loaded)
+        return _fail(f"the code raised when loaded: {exc}")
+    if job["entry_point"] not in defined:
+        return _fail(f"no function named {job['entry_point']!r} is defined")
+    namespace: dict[str, Any] = {"__name__": "check"}
+    exec(compile(job["check"], "<check>", "exec"), namespace)  # noqa: S102 (our own test code)
+    # HumanEval's tests may call the candidate module's helpers (e.g. poly, encode_cyclic): give the
+    # check a proxy for each function it uses but does not define itself.
+    for name in set(defined) & _free_names(job["check"]) - set(namespace):
+        namespace[name] = Candidate(channel, name)
+    try:
+        namespace["check"](Candidate(channel, job["entry_point"]))
+    except AssertionError as exc:
+        result = _fail(f"assertion failed: {_describe(exc, sources)}")
+    except CandidateFailure as exc:
+        result = _fail(str(exc))
+    except BaseException as exc:  # noqa: BLE001
+        result = _fail(_describe(exc, sources))
     else:
-        context = nullcontext()
-    with context:
-        namespace: dict[str, Any] = {"__name__": "candidate"}
-        try:
-            exec(compile(job["code"], "<candidate>", "exec"), namespace)  # noqa: S102 (sandboxed)
-        except BaseException as exc:  # noqa: BLE001
-            return _fail(f"the code raised when loaded: {_describe(exc, job)}")
-        candidate = namespace.get(job["entry_point"])
-        if not callable(candidate):
-            return _fail(f"no function named {job['entry_point']!r} is defined")
-        # HumanEval's convention: the tests run in the candidate's module, so they may use its helpers.
-        exec(compile(job["check"], "<check>", "exec"), namespace)  # noqa: S102 (our own test code)
-        try:
-            namespace["check"](candidate)
-        except AssertionError as exc:
-            return _fail(f"assertion failed: {_describe(exc, job)}")
-        except BaseException as exc:  # noqa: BLE001
-            return _fail(f"{_describe(exc, job)}")
-    return {"status": "PASS", "message": "check(candidate) passed"}
+        result = {"status": "PASS", "message": "check(candidate) passed"}
+    if channel.failure and result["status"] == "PASS":  # the check swallowed the failure: never a PASS
+        result = _fail(channel.failure)
+    return result
 
 
-def _describe(exc: BaseException, job: dict[str, Any]) -> str:
+def _free_names(code: str) -> set[str]:
+    import ast
+
+    return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+def _describe(exc: BaseException, sources: dict[str, str]) -> str:
     """The exception and where it happened, quoting the line of the check or the candidate."""
-    sources = {"<check>": job["check"].splitlines(), "<candidate>": job["code"].splitlines()}
+    lines = {name: text.splitlines() for name, text in sources.items()}
     where = ""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename in sources and frame.lineno and frame.lineno <= len(sources[frame.filename]):
-            line = sources[frame.filename][frame.lineno - 1].strip()
+        if frame.filename in lines and frame.lineno and frame.lineno <= len(lines[frame.filename]):
+            line = lines[frame.filename][frame.lineno - 1].strip()
             where = f" at {frame.filename.strip('<>')} line {frame.lineno}: {line}"
             break
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001
+        text = ""
     return f"{type(exc).__name__}{': ' + text[:300] if text else ''}{where}"
+
+
+def _probe(job: dict[str, Any]) -> dict[str, Any]:
+    """What this sandbox uid cannot read of the files grading needs (the self-test names them)."""
+    unreadable = []
+    for path in job["paths"]:
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+            else:
+                with open(path, "rb") as f:
+                    f.read(1)
+        except OSError as exc:
+            unreadable.append(f"{path}: {exc.strerror}")
+    return {"status": "PASS", "details": {"uid": os.getuid(), "unreadable": unreadable}}
 
 
 def _regex(job: dict[str, Any]) -> dict[str, Any]:

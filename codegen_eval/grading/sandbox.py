@@ -23,6 +23,7 @@ harness could forge its own result. Isolation protects the machine, not the verd
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from codegen_eval.grading.zygote import Limits
+from codegen_eval.grading.zygote import Identity, Limits
 
 __all__ = ["Limits", "Sandbox", "SandboxResult", "shared_sandbox"]
 
@@ -57,23 +58,29 @@ class SandboxResult(BaseModel):
 
 
 class _Zygote:
-    def __init__(self, uid: int):
-        self.uid = uid
+    def __init__(self, who: Identity):
+        self.who = who
+        self._ids = itertools.count()
         # The zygote imports this very copy of the package, wherever it is installed or checked out.
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": PACKAGE_ROOT}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "codegen_eval.grading.zygote", str(uid)],
+            [sys.executable, "-m", "codegen_eval.grading.zygote", str(who.candidate), str(who.check), str(who.group)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
         )
 
     def run(self, job: dict[str, Any], limits: Limits) -> dict[str, Any]:
         assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps({"job": job, "limits": asdict(limits)}) + "\n")
+        request_id = next(self._ids)
+        self.process.stdin.write(json.dumps({"id": request_id, "job": job, "limits": asdict(limits)}) + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"sandbox zygote exited ({self.process.poll()})")
-        return json.loads(line)
+        result = json.loads(line)
+        # Only the zygote writes this pipe (no job holds it); the id makes a mix-up loud, never silent.
+        if result.pop("id", None) != request_id:
+            raise RuntimeError("sandbox zygote answered out of turn")
+        return result
 
     def close(self) -> None:
         self.process.kill()
@@ -90,7 +97,7 @@ class Sandbox:
         base = UID_BASE + (os.getpid() % 100_000) * 64
         for _ in range(self.slots):
             self._idle.put(None)  # started on first use
-        self._uids = iter(range(base, base + 64))
+        self._identities = itertools.cycle([Identity(candidate=uid, check=uid + 1, group=uid) for uid in range(base, base + 64, 2)])
         self._lock = threading.Lock()
         self._all: list[_Zygote] = []
         self._warned = False
@@ -116,7 +123,7 @@ class Sandbox:
 
     def _start(self) -> _Zygote:
         with self._lock:
-            zygote = _Zygote(next(self._uids))
+            zygote = _Zygote(next(self._identities))
             self._all.append(zygote)
             return zygote
 
