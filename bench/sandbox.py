@@ -1,4 +1,6 @@
-"""Benchmark: per-case cost of the sandbox (fork from a warm zygote) against a fresh interpreter.
+"""Benchmark: per-case cost of the sandbox (a warm zygote forks the job; a python job is two processes,
+the trusted check and the candidate, with moto served in the job's own network namespace) against a
+fresh interpreter running candidate and check in one process under mock_aws.
 
 Runs the same checks N times each, one at a time, on one slot, and prints medians; appends them to
 bench/RESULTS.md with the machine and date.
@@ -41,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30)
     args = parser.parse_args()
-    case = load_dataset(ROOT / "datasets" / "aws_codegen.jsonl")[0]
+    case = next(c for c in load_dataset(ROOT / "datasets" / "aws_codegen.jsonl") if c.tests and c.tests.get("entry_point") == "list_s3_buckets")
     aws_job = {"kind": "python", "code": case.expected, **case.tests}
     plain_job = {"kind": "python", "code": "def add(a, b):\n    return a + b\n", "entry_point": "add",
                  "check": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "aws": False}

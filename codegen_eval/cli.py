@@ -16,6 +16,8 @@ from codegen_eval.reporting import progress
 from codegen_eval.models.backends import ConfigError, default_model, get_backend
 from codegen_eval.models.cache import CacheError, CallCache
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
+from codegen_eval.grading.sandbox import shared_sandbox
+from codegen_eval.grading.selftest import SandboxBroken, ensure_sandbox_works
 from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
 from codegen_eval.models.pricing import price
 from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
@@ -203,6 +205,9 @@ def _preflight(config: RunConfig) -> int:
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)
+        ensure_sandbox_works(shared_sandbox())  # never a report full of silent false FAILs
+    except SandboxBroken as exc:
+        _fail(str(exc))
     except DatasetError as exc:
         _fail("invalid input: " + "\n".join(exc.problems))
     except (ConfigError, CacheError, OSError, ValueError) as exc:

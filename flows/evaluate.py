@@ -16,7 +16,7 @@ from prefect.utilities.annotations import opaque as _opaque
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
-from tasks.check import check_batch
+from tasks.check import check_batch, sandbox_self_test
 from tasks.dataset import plan, validate_dataset
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
@@ -34,6 +34,7 @@ TASKS_PER_BATCH = 4  # generate, check, judge, record
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     ids = validate_dataset(config.dataset)
+    sandbox_self_test()
     items, order = plan(config, ids)
     run_dir = start_run(config, len(order))
     in_flight: deque = deque()

@@ -8,6 +8,14 @@ from codegen_eval.grading.checks import CheckResult, run_checks
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.sandbox import shared_sandbox
+from codegen_eval.grading.selftest import ensure_sandbox_works
+
+
+@task(name="sandbox-self-test")
+def sandbox_self_test() -> None:
+    """Known-good and known-bad snippets graded before any model call: a sandbox that cannot read its
+    own libraries fails the run here, not every case later."""
+    ensure_sandbox_works(shared_sandbox())
 
 
 @task(name="check", task_run_name="check-batch-{batch_index}")

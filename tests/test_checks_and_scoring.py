@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 
 from codegen_eval.grading.checks import CheckStatus, check_syntax
+from codegen_eval.dataset import load_dataset
+from tests.conftest import SEED
 from codegen_eval.generation import extract_code
 from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict, parse_verdict
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
@@ -77,3 +79,23 @@ def test_no_code_fails_without_a_judge():
     no_code = [check_syntax("", "python")]
     result = score_case(no_code, Judgement(status=JudgeStatus.SKIPPED), None, ScoringConfig())
     assert (result.verdict, result.status, result.score) == (Verdict.FAIL, "NO_CODE", 0.0)
+
+
+def test_a_degraded_sandbox_is_said_at_the_top_of_the_report():
+    from codegen_eval.generation import recorded
+    from codegen_eval.grading.checks import CheckResult, CheckStatus
+    from codegen_eval.grading.judge import Judgement, JudgeStatus
+    from codegen_eval.grading.scoring import ScoringConfig
+    from codegen_eval.reporting.report import render_report
+    from codegen_eval.reporting.results import assemble, summarize
+
+    case = load_dataset(SEED)[0]
+    degraded = CheckResult(name="tests", status=CheckStatus.OK, details={"isolation_missing": ["an unprivileged uid (not root)"]})
+    result = assemble(case, recorded(case, case.expected), [degraded], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())
+    summary = summarize([result], run_id="r", dataset="d", model="m", judge_model="j", rubric="x")
+    assert summary.isolation_missing == ["an unprivileged uid (not root)"]
+    page = render_report(summary, [result])
+    assert page.index('id="sandbox-degraded"') < page.index('class="cards"') and "an unprivileged uid (not root)" in page
+    clean = summarize([assemble(case, recorded(case, case.expected), [], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())],
+                      run_id="r", dataset="d", model="m", judge_model="j", rubric="x")
+    assert 'id="sandbox-degraded"' not in render_report(clean, [])

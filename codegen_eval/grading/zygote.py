@@ -174,6 +174,7 @@ def _become(uid: int, group: int, limits: Limits, workdir: str) -> list[str]:
 def _fresh_environment(workdir: str, extra: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir, **extra})
+    tempfile.tempdir = None  # the zygote's choice (/tmp, read-only here) is cached: look again
 
 
 # --- one job ----------------------------------------------------------------------------------------------

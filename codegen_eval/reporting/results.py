@@ -66,6 +66,7 @@ class Summary(BaseModel):
     wall_seconds: float | None = None
     parent: str | None = None  # the run this one re-graded
     previous_run: str | None = None  # the latest earlier run of the same dataset, compared in compare-<id>.html
+    isolation_missing: list[str] = []  # sandbox isolation that could not be applied (not root, no namespaces)
 
 
 def assemble(
@@ -118,6 +119,7 @@ class SummaryBuilder:
         self.generation, self.judging = StageStats(), StageStats()
         self.histogram = [0] * 10  # cases per score bin [0,1), [1,2), ..., [9,10]
         self.judged = False
+        self.isolation_missing: set[str] = set()
 
     def add(self, r: CaseResult) -> None:
         self.cases += 1
@@ -129,6 +131,8 @@ class SummaryBuilder:
         if r.score is not None:
             self.histogram[min(int(r.score), 9)] += 1
         self.judged = self.judged or r.judge.status.value != "SKIPPED"
+        for check in r.checks:
+            self.isolation_missing.update(check.details.get("isolation_missing", []))
         g, j = r.generation, r.judge
         _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, self.model, g.batch)
         _add(self.judging, j.calls, j.cached_calls, j.retries, j.usage, self.judge_model, j.batch)
@@ -155,6 +159,7 @@ class SummaryBuilder:
             over_budget=self.statuses.get("OVER_BUDGET", 0),
             small_local_judge=self.judge_model == LOCAL_MODEL and self.judged,
             histogram=self.histogram,
+            isolation_missing=sorted(self.isolation_missing),
         )
 
 
