@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -33,21 +34,57 @@ class PythonTests(BaseModel):
     aws: bool = True  # run inside moto's mock_aws() with fake credentials
 
 
+PrincipalType = Literal["AWS", "Service", "Federated", "CanonicalUser"]
+
+
 class AccessProbe(BaseModel):
-    """One request to a policy; `context` holds condition keys (e.g. {"aws:SecureTransport": "true"})."""
+    """One request to a policy. `context` holds condition keys and policy-variable values
+    (e.g. {"aws:SecureTransport": "true", "aws:username": "alice"}); `principal` says who asks, for a
+    bucket or trust policy: {"AWS": ARN or account id}, {"Service": "lambda.amazonaws.com"},
+    {"Federated": provider}, {"CanonicalUser": id}, or "anonymous"."""
 
     model_config = _STRICT
     action: NonEmpty
-    resource: NonEmpty
+    resource: NonEmpty | None = None
+    principal: dict[PrincipalType, NonEmpty] | Literal["anonymous"] | None = None
     context: dict[str, str | list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_principal(self) -> AccessProbe:
+        if isinstance(self.principal, dict):
+            if len(self.principal) != 1:
+                raise ValueError("principal names exactly one of AWS, Service, Federated, CanonicalUser")
+            aws = self.principal.get("AWS")
+            if aws is not None and not re.fullmatch(r"\d{12}|arn:aws[a-z-]*:(iam|sts)::\d{12}:\S+", aws):
+                raise ValueError(f"principal AWS {aws!r} is not an account id or an IAM/STS ARN")
+        return self
 
 
 class PolicyTests(BaseModel):
-    """Requests the policy must allow, and requests it must not."""
+    """Requests the policy must allow, and requests it must not. `policy_type` says what the case
+    asks for: an identity policy (probes have a resource, no principal), an S3 bucket policy
+    (resource and principal) or a role trust policy (principal; the resource, the role, may be left out)."""
 
     model_config = _STRICT
+    policy_type: Literal["identity", "bucket", "trust"] = "identity"
     allow: list[AccessProbe] = Field(default_factory=list)
     deny: list[AccessProbe] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _probes_fit_type(self) -> PolicyTests:
+        problems = []
+        for name, probes in (("allow", self.allow), ("deny", self.deny)):
+            for index, probe in enumerate(probes):
+                where = f"{name}[{index}]"
+                if self.policy_type == "identity" and probe.principal is not None:
+                    problems.append(f"{where}: an identity policy's probe has no principal (the policy's holder asks)")
+                if self.policy_type != "identity" and probe.principal is None:
+                    problems.append(f"{where}: a {self.policy_type} policy's probe needs a principal")
+                if self.policy_type != "trust" and probe.resource is None:
+                    problems.append(f"{where}: the probe needs a resource")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class RegexTests(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from codegen_eval.grading import iam
-from codegen_eval.dataset import Case, Format, PolicyTests, PythonTests, RegexTests
+from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
@@ -145,18 +145,29 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
 
 def policy_checks(case: Case, code: str) -> list[CheckResult]:
     policy = json.loads(code)
-    errors = iam.grammar_errors(policy)
+    tests = PolicyTests.model_validate(case.tests) if case.tests is not None else None
+    policy_type = tests.policy_type if tests else "identity"
+    errors = iam.grammar_errors(policy, policy_type)
     if errors:
         return [CheckResult(name="policy_grammar", status=CheckStatus.TEST_FAIL, message="; ".join(errors[:10]))]
-    results = [CheckResult(name="policy_grammar", status=CheckStatus.OK, message="valid identity policy")]
+    results = [CheckResult(name="policy_grammar", status=CheckStatus.OK, message=f"valid {_POLICY_NAMES[policy_type]}")]
+    results.append(_parliament(code, policy_type))
+    if tests is not None:
+        results.append(access(policy, tests))
+    return results
+
+
+_POLICY_NAMES = {"identity": "identity policy", "bucket": "S3 bucket policy", "trust": "role trust policy"}
+
+
+def _parliament(code: str, policy_type: str) -> CheckResult:
+    if policy_type == "trust":  # parliament reads a trust policy's missing Resource as malformed
+        return CheckResult(name="parliament", gate=False, status=CheckStatus.SKIPPED, message="parliament does not read trust policies")
     findings = iam.parliament_findings(code)
-    results.append(CheckResult(
+    return CheckResult(
         name="parliament", gate=False, status=CheckStatus.WARN if findings else CheckStatus.OK,
         message="; ".join(findings[:10]) if findings else "no findings", details={"findings": findings},
-    ))
-    if case.tests is not None:
-        results.append(access(policy, PolicyTests.model_validate(case.tests)))
-    return results
+    )
 
 
 def access(policy: dict[str, Any], tests: PolicyTests) -> CheckResult:
@@ -165,16 +176,33 @@ def access(policy: dict[str, Any], tests: PolicyTests) -> CheckResult:
     try:
         for must_allow, probes in ((True, tests.allow), (False, tests.deny)):
             for probe in probes:
-                decision = iam.evaluate(policy, probe.action, probe.resource, probe.context)
+                decision = iam.evaluate(policy, probe.action, probe.resource, probe.context, _principal(probe))
                 if (decision == "allow") != must_allow:
                     wanted = "allowed" if must_allow else "denied"
-                    wrong.append(f"{probe.action} on {probe.resource} should be {wanted}, got {decision}")
+                    wrong.append(f"{_describe_probe(probe)} should be {wanted}, got {decision}")
     except iam.UnsupportedCondition as exc:
         return CheckResult(name="access", status=CheckStatus.TEST_FAIL, message=str(exc), fraction=0.0)
     fraction = (total - len(wrong)) / total if total else 1.0
     if wrong:
         return CheckResult(name="access", status=CheckStatus.TEST_FAIL, message="; ".join(wrong), fraction=fraction, details={"wrong": wrong})
     return CheckResult(name="access", status=CheckStatus.OK, message=f"{total} of {total} requests decided right", fraction=1.0)
+
+
+def _principal(probe: AccessProbe) -> iam.Principal | None:
+    if probe.principal is None:
+        return None
+    if probe.principal == "anonymous":
+        return iam.ANONYMOUS
+    return next(iter(probe.principal.items()))
+
+
+def _describe_probe(probe: AccessProbe) -> str:
+    text = probe.action + (f" on {probe.resource}" if probe.resource else "")
+    if probe.principal is not None:
+        text += " by " + (probe.principal if isinstance(probe.principal, str) else next(iter(probe.principal.values())))
+    if probe.context:
+        text += " with " + ", ".join(f"{k}={v}" for k, v in probe.context.items())
+    return text
 
 
 # --- regex ----------------------------------------------------------------------------------------------
