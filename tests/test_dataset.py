@@ -30,10 +30,43 @@ def problems(path: Path) -> list[str]:
     return info.value.problems
 
 
-def test_dataset_starts_with_the_four_seed_cases():
+# The seed lesson's `dataset = [...]` (lesson 08), character for character.
+SEED_TEXT = [
+    {
+        "task": "Write a Python function `list_s3_buckets()` that uses boto3 to return a list of all S3 bucket names in the account.",
+        "format": "python",
+        "expected": "import boto3\ndef list_s3_buckets():\n s3 = boto3.client(\"s3\")\n return [b[\"Name\"] for b in s3.list_buckets()[\"Buckets\"]]",
+        "solution_criteria": "Function is named list_s3_buckets, uses boto3.client('s3'), calls list_buckets(), returns a list of Name strings.",
+        "difficulty": "easy",
+    },
+    {
+        "task": "Write a Python function `upload_to_s3(file_path, bucket, key)` that uploads a local file to S3 and returns the S3 URI.",
+        "format": "python",
+        "expected": "import boto3\ndef upload_to_s3(file_path, bucket, key):\n boto3.client(\"s3\").upload_file(file_path, bucket, key)\n return f\"s3://{bucket}/{key}\"",
+        "solution_criteria": "Takes file_path, bucket, key. Uses upload_file. Returns s3://bucket/key URI.",
+        "difficulty": "easy",
+    },
+    {
+        "task": "Write a JSON IAM policy that allows s3:GetObject and s3:PutObject on all objects in a bucket named my-data-bucket.",
+        "format": "json",
+        "expected": "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":[\"s3:GetObject\",\"s3:PutObject\"],\"Resource\":\"arn:aws:s3:::my-data-bucket/*\"}]}",
+        "solution_criteria": "Valid IAM policy JSON with s3:GetObject and s3:PutObject on arn:aws:s3:::my-data-bucket/*",
+        "difficulty": "medium",
+    },
+    {
+        "task": "Write a Python regex pattern that matches a valid AWS S3 bucket name (3-63 lowercase alphanumeric chars and hyphens, no leading/trailing hyphen).",
+        "format": "regex",
+        "expected": "^[a-z0-9][a-z0-9\\-]{1,61}[a-z0-9]$",
+        "solution_criteria": "Regex matches valid S3 bucket names: 3-63 chars, lowercase alphanumeric and hyphens, no leading or trailing hyphen.",
+        "difficulty": "hard",
+    },
+]
+
+
+def test_dataset_starts_with_the_seed_cases_verbatim():
     cases = load_dataset(DATASET)[:4]
-    assert [c.id for c in cases] == ["s3-list-buckets", "s3-upload-file", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
-    assert [c.format for c in cases] == ["python", "python", "json", "regex"]
+    assert [c.id for c in cases] == ["s3-list-buckets", "s3-upload-file", "iam-s3-get-put-my-data-bucket", "regex-s3-bucket-name"]
+    assert [c.model_dump(include=set(SEED_TEXT[0])) for c in cases] == SEED_TEXT
     assert all(c.tests for c in cases)
 
 
@@ -109,7 +142,8 @@ def test_missing_id_gets_a_stable_content_id(tmp_path):
 
 def test_tests_field_is_preserved_verbatim(tmp_path):
     tests = {"allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::b/*"}], "deny": []}
-    [case] = load_dataset(write_jsonl(tmp_path, {**GOOD, "format": "json", "tests": tests}))
+    policy = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]}'
+    [case] = load_dataset(write_jsonl(tmp_path, {**GOOD, "format": "json", "expected": policy, "tests": tests}))
     assert case.tests == tests
 
 

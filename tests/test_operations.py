@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from codegen_eval.cli import app
 from codegen_eval.reporting.compare import compare_runs, mcnemar_exact
 from tests.conftest import CLAUDE, SEED
-from tests.messages_api import Reply, seed_responder
+from tests.messages_api import REGEX_PROMPT, Reply, seed_responder
 
 
 def broken_regex(body):
-    if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+    if body["messages"][0]["content"].startswith(REGEX_PROMPT):
         return Reply(text="^[a-z.-]+$\n```")
     return seed_responder()(body)
 
