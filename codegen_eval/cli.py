@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -81,6 +83,33 @@ def run(
     except ValueError as exc:
         _fail(str(exc))
     _execute(config, fail_under)
+
+
+@app.command()
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")],
+    broken: Annotated[Optional[Path], typer.Option(help='Broken variants ({"id", "output"} per line): each must fail its case\'s tests.')] = None,
+) -> None:
+    """Prove a dataset without calling a model: each reference passes its own tests in the sandbox, a
+    stub answer fails them, every --broken variant fails them. One line per problem; exit 2 on any."""
+    from codegen_eval.dataset_proof import validate as prove
+
+    try:
+        cache = CallCache(os.environ.get("CODEGEN_EVAL_CACHE_DIR"))
+    except CacheError as exc:
+        err.print(f"{exc}: proving without a cache", style="yellow", highlight=False)
+        cache = None
+    try:
+        ensure_sandbox_works(shared_sandbox())  # else every reference would seem to fail its tests
+    except SandboxBroken as exc:
+        _fail(str(exc))
+    with _proof_progress("validate") as advance:
+        proof = prove(dataset, broken, shared_sandbox(), cache, advance)
+    for line in proof.lines():
+        print(line)
+    _print_proof_table(proof)
+    if proof.problems:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -206,6 +235,7 @@ def _preflight(config: RunConfig) -> int:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)
         ensure_sandbox_works(shared_sandbox())  # never a report full of silent false FAILs
+        _prove_references(config)  # last: the only check that may take seconds (minutes, cold, for a big dataset)
     except SandboxBroken as exc:
         _fail(str(exc))
     except DatasetError as exc:
@@ -213,6 +243,36 @@ def _preflight(config: RunConfig) -> int:
     except (ConfigError, CacheError, OSError, ValueError) as exc:
         _fail(str(exc))
     return total
+
+
+def _prove_references(config: RunConfig) -> None:
+    """Each reference must pass its own tests before a model is paid to attempt the case (cached)."""
+    from codegen_eval.dataset_proof import prove_references
+
+    with _proof_progress("prove") as advance:
+        prove_references(config.dataset, shared_sandbox(), CallCache(config.cache_dir), advance)
+
+
+@contextmanager
+def _proof_progress(name: str) -> Iterator[Callable[[], None]]:
+    """A bar while cases are proven; it goes away once done (a cached proof is over in a blink)."""
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(name, total=None)
+        yield lambda: bar.advance(task)
+
+
+def _print_proof_table(proof) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(proof.problems)} problem(s) · {proof.sandbox_runs} run in the sandbox, {proof.from_cache} from the cache",
+                  title_justify="left")
+    for column in ("format", "cases", "references pass", "tests not trivial", "broken variants fail"):
+        table.add_column(column, justify="left" if column == "format" else "right")
+    for fmt, tally in sorted(proof.tallies.items()):
+        broken = f"{tally.broken_failing}/{tally.broken}" if tally.broken else "-"
+        table.add_row(fmt, str(tally.cases), f"{tally.proven}/{tally.cases}", f"{tally.non_trivial}/{tally.with_tests}", broken)
+    err.print(table)
 
 
 def _check_rubric(path: str) -> None:

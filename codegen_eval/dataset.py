@@ -6,6 +6,8 @@ model call: a typo in case 900 must not cost the 899 calls before it.
 
 from __future__ import annotations
 
+import ast
+import codecs
 import gzip
 import hashlib
 import json
@@ -125,6 +127,66 @@ class Case(BaseModel):
         return self
 
 
+def reference_problems(case: Case) -> list[tuple[str, str]]:
+    """What is wrong with a case that shows without running anything, as (field, message): a reference
+    that does not parse for its format, a `check` that does not parse or defines no `check`, an
+    entry point the reference does not define. Running the reference is `dataset_proof`'s job."""
+    problems: list[tuple[str, str]] = []
+    parsed = _parse(case.expected, case.format)
+    if isinstance(parsed, str):
+        problems.append(("expected", parsed))
+    if case.format != "python" or case.tests is None:
+        return problems
+    tests = PythonTests.model_validate(case.tests)
+    check = _parse(tests.check, "python")
+    if isinstance(check, str):
+        problems.append(("tests.check", check))
+    elif "check" not in _module_names(check):
+        problems.append(("tests.check", "defines no function check(candidate) at module level"))
+    if isinstance(parsed, ast.Module) and tests.entry_point not in _module_names(parsed):
+        problems.append(("tests.entry_point", f"the reference (expected) defines no {tests.entry_point}() at module level"))
+    return problems
+
+
+def _parse(source: str, fmt: Format) -> Any:
+    """The parsed source, or a message saying why it does not parse as `fmt`."""
+    if fmt == "python":
+        from codegen_eval.grading.checks import parse_python  # serialised: see its comment
+
+        try:
+            return parse_python(source)
+        except SyntaxError as exc:
+            return f"not valid Python: line {exc.lineno}: {exc.msg}"
+        except (ValueError, RecursionError) as exc:
+            return f"not valid Python: {exc}"
+    if fmt == "json":
+        try:
+            policy = json.loads(source)
+        except json.JSONDecodeError as exc:
+            return f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
+        return policy if isinstance(policy, dict) else f"an IAM policy must be a JSON object, got {type(policy).__name__}"
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        return f"not a valid regex: {exc.msg} at position {exc.pos}"
+    except (RecursionError, OverflowError) as exc:
+        return f"not a valid regex: {exc}"
+
+
+def _module_names(module: ast.Module) -> set[str]:
+    """Names bound at module level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in module.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
 HUMANEVAL_FIELDS = {"task_id", "prompt", "canonical_solution", "test", "entry_point"}
 
 
@@ -161,7 +223,7 @@ def content_id(record: dict[str, Any]) -> str:
 def load_dataset(path: str | Path) -> list[Case]:
     """Read a `.jsonl` file (one case per line) or a `.json` file (a list of cases) and validate it."""
     cases: list[Case] = []
-    _validate_all(Path(path), cases.append)
+    _validate_all(Path(path), lambda _, case: cases.append(case))
     return cases
 
 
@@ -169,26 +231,41 @@ def dataset_ids(path: str | Path) -> list[str]:
     """Validate the whole file like `load_dataset`, keeping only the ids: a run then reads its cases
     batch by batch (`iter_cases`) and never holds a 20,000-case dataset in memory."""
     ids: list[str] = []
-    _validate_all(Path(path), lambda case: ids.append(case.id))
+    _validate_all(Path(path), lambda _, case: ids.append(case.id))
     return ids
 
 
 def iter_cases(path: str | Path) -> Iterator[Case]:
     """The cases of a file that `dataset_ids` or `load_dataset` accepted, one at a time."""
+    return (case for _, case in numbered_cases(path))
+
+
+def numbered_cases(path: str | Path) -> Iterator[tuple[int, Case]]:
+    """`iter_cases` with the line each case starts on."""
     path, problems = Path(path), []
     yield from _validate(path, _records(path, problems), problems)
     if problems:  # the file was edited after it was validated
         raise DatasetError([f"{path} changed during the run:"] + [message for _, message in problems])
 
 
-def _validate_all(path: Path, keep: Callable[[Case], None]) -> None:
+def read_cases(path: str | Path) -> tuple[list[tuple[int, Case]], list[str]]:
+    """Every valid case with its line, and every problem, without raising: for a report of it all."""
+    path, kept = Path(path), []
+    try:
+        _validate_all(path, lambda lineno, case: kept.append((lineno, case)))
+    except DatasetError as exc:
+        return kept, exc.problems
+    return kept, []
+
+
+def _validate_all(path: Path, keep: Callable[[int, Case], None]) -> None:
     """Every case to `keep`; then, if anything was wrong, a DatasetError naming each problem in line order."""
     if not path.is_file():
         raise DatasetError([f"{path}: no such file"])
     problems: list[tuple[int, str]] = []  # (line, message)
     valid = 0
-    for case in _validate(path, _records(path, problems), problems):
-        keep(case)
+    for lineno, case in _validate(path, _records(path, problems), problems):
+        keep(lineno, case)
         valid += 1
     if not valid and not problems:
         problems.append((0, f"{path}: the dataset is empty"))
@@ -197,12 +274,24 @@ def _validate_all(path: Path, keep: Callable[[Case], None]) -> None:
 
 
 def _records(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
-    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
-    return _read_json(path, text, problems) if path.suffix == ".json" else _read_jsonl(path, text, problems)
+    data = _read_bytes(path)
+    return _read_json(path, data, problems) if path.suffix == ".json" else _read_jsonl(path, data, problems)
 
 
-def _read_jsonl(path: Path, text: str, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped, without the UTF-8 byte-order mark Windows editors write."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return data.removeprefix(codecs.BOM_UTF8)
+
+
+def _read_jsonl(path: Path, data: bytes, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    # Split on "\n" only: str.splitlines() would also split inside a string holding U+2028.
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append((lineno, f"{path}:{lineno}: {_bad_utf8(raw, exc)}"))
+            continue
         if not line.strip():
             continue
         try:
@@ -211,8 +300,20 @@ def _read_jsonl(path: Path, text: str, problems: list[tuple[int, str]]) -> Itera
             problems.append((lineno, f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"))
 
 
-def _read_json(path: Path, text: str, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+def _bad_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line (save the file as UTF-8)"
+
+
+def _read_json(path: Path, data: bytes, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
     """Walk the top-level list element by element so each case keeps the line it starts on."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        line = data[data.rfind(b"\n", 0, exc.start) + 1 :].split(b"\n", 1)[0]
+        column_exc = UnicodeDecodeError("utf-8", line, exc.start - (data.rfind(b"\n", 0, exc.start) + 1), exc.end, exc.reason)
+        problems.append((lineno, f"{path}:{lineno}: {_bad_utf8(line, column_exc)}"))
+        return
     decoder = json.JSONDecoder()
     try:
         top = decoder.decode(text)
@@ -231,7 +332,7 @@ def _read_json(path: Path, text: str, problems: list[tuple[int, str]]) -> Iterat
         pos = end
 
 
-def _validate(path: Path, records: Iterable[tuple[int, Any]], problems: list[tuple[int, str]]) -> Iterator[Case]:
+def _validate(path: Path, records: Iterable[tuple[int, Any]], problems: list[tuple[int, str]]) -> Iterator[tuple[int, Case]]:
     first_line_of: dict[str, int] = {}
     for lineno, record in records:
         where = f"{path}:{lineno}"
@@ -247,11 +348,15 @@ def _validate(path: Path, records: Iterable[tuple[int, Any]], problems: list[tup
         except ValidationError as exc:
             problems.extend((lineno, f"{where}: {_describe(err)}") for err in exc.errors())
             continue
+        static = reference_problems(case)
+        if static:
+            problems.extend((lineno, f"{where}: field '{field}': {message}") for field, message in static)
+            continue
         if case.id in first_line_of:
             problems.append((lineno, f"{where}: field 'id': duplicate id {case.id!r} (first on line {first_line_of[case.id]})"))
             continue
         first_line_of[case.id] = lineno
-        yield case
+        yield lineno, case
 
 
 def _describe(err: Any) -> str:
@@ -284,13 +389,18 @@ class RecordedOutput(BaseModel):
 
 def load_outputs(path: str | Path, cases: list[Case]) -> list[tuple[Case, RecordedOutput]]:
     """Recorded outputs paired with their cases, validated like a dataset (file, line, field)."""
+    return [(case, output) for _, case, output in numbered_outputs(path, cases)]
+
+
+def numbered_outputs(path: str | Path, cases: list[Case]) -> list[tuple[int, Case, RecordedOutput]]:
+    """`load_outputs` with the line each output is on."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError([f"{path}: no such file"])
     by_id = {case.id: case for case in cases}
     problems: list[tuple[int, str]] = []
     pairs, seen = [], set()
-    for lineno, record in _read_jsonl(path, path.read_text(encoding="utf-8"), problems):
+    for lineno, record in _read_jsonl(path, _read_bytes(path), problems):
         try:
             recorded = RecordedOutput.model_validate(record)
         except ValidationError as exc:
@@ -302,7 +412,7 @@ def load_outputs(path: str | Path, cases: list[Case]) -> list[tuple[Case, Record
             problems.append((lineno, f"{path}:{lineno}: field 'cid': a second output for {recorded.id!r} with cid {recorded.cid!r}"))
         else:
             seen.add((recorded.id, recorded.cid))
-            pairs.append((by_id[recorded.id], recorded))
+            pairs.append((lineno, by_id[recorded.id], recorded))
     if not pairs and not problems:
         problems.append((0, f"{path}: no outputs"))
     if problems:

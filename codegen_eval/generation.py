@@ -13,8 +13,9 @@ from codegen_eval.dataset import Case
 from codegen_eval.models.calls import CallPolicy
 from codegen_eval.models.strategies import Strategy, call_with_fallback
 
+# The seed lesson's prompt and prefills, word for word: `{format}` is the case's format upper-cased
+# ("Write AWS PYTHON code ...", "Write AWS REGEX code ...").
 PROMPT = "Write AWS {format} code for the following task. Return ONLY the code — no explanation.\n\nTask:\n{task}"
-FORMAT_NAMES = {"python": "Python", "json": "JSON", "regex": "regex"}
 PREFILLS = {"python": "```python\n", "json": "```json\n", "regex": "```\n"}
 STOP = "```"
 MAX_TOKENS = 1024
@@ -46,7 +47,7 @@ class Generation(BaseModel):
 
 
 def generation_request(case: Case, model: str, strategy: Strategy = Strategy.PREFILL) -> ModelRequest:
-    prompt = PROMPT.format(format=FORMAT_NAMES[case.format], task=case.task)
+    prompt = PROMPT.format(format=case.format.upper(), task=case.task)
     if strategy is Strategy.PREFILL:
         messages = (Message(role="user", content=prompt), Message(role="assistant", content=PREFILLS[case.format]))
         return ModelRequest(model=model, messages=messages, max_tokens=MAX_TOKENS, stop_sequences=(STOP,))

@@ -33,8 +33,8 @@ TASKS_PER_BATCH = 4  # generate, check, judge, record
 @flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True)
 def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
-    ids = validate_dataset(config.dataset)
-    sandbox_self_test()
+    sandbox_self_test()  # a sandbox that cannot grade here stops the run before its references are proven
+    ids = validate_dataset(config.dataset, config.cache_dir)
     items, order = plan(config, ids)
     run_dir = start_run(config, len(order))
     in_flight: deque = deque()

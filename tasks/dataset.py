@@ -6,16 +6,22 @@ from prefect import task
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
+from codegen_eval.dataset_proof import prove_references
+from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.generation import Generation, recorded
 from codegen_eval.reporting.report import errored_ids, previous_generations
+from tasks import open_cache
 
 Item = tuple[Case, Generation | None]  # a case, and its output when it is not to be generated
 
 
 @task(name="load-dataset")
-def validate_dataset(path: str) -> list[str]:
-    """Validate every case before any model call; only the ids are kept (the cases stream later)."""
-    return dataset_ids(path)
+def validate_dataset(path: str, cache_dir: str | None = None) -> list[str]:
+    """Validate every case and prove every reference against its own tests (cached in the run's
+    cache) before any model call; only the ids are kept (the cases stream later)."""
+    ids = dataset_ids(path)
+    prove_references(path, shared_sandbox(), open_cache(cache_dir))
+    return ids
 
 
 @task(name="load-outputs")

@@ -20,6 +20,14 @@ CLAUDE = "claude-haiku-4-5"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+def stored_calls(cache_dir: str | Path) -> int:
+    """Model answers in a cache directory; the notes beside them (reference proofs, strategies) not counted."""
+    import diskcache
+
+    with diskcache.Cache(str(cache_dir)) as cache:
+        return sum(1 for key in cache.iterkeys() if not str(key).startswith("note:"))
+
+
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """A real Prefect server on loopback (SQLite) for the whole session, stopped at its end."""

@@ -186,6 +186,9 @@ class MessagesAPI:
         return Handler
 
 
+REGEX_PROMPT = "Write AWS REGEX code"  # how every generation prompt for a regex case starts
+
+
 def request_kind(body: dict[str, Any]) -> str:
     """Generation prompts start with the seed's "Write AWS ..."; anything else is a judge request."""
     return "generate" if prompt_of(body).startswith("Write AWS") else "judge"
@@ -198,9 +201,9 @@ def prompt_of(body: dict[str, Any]) -> str:
 # Code for the four seed cases (a model that follows the prefill writes it, then closes the fence).
 SEED_ANSWERS = {
     "list_s3_buckets": 'import boto3\n\ndef list_s3_buckets():\n    s3 = boto3.client("s3")\n    return [b["Name"] for b in s3.list_buckets().get("Buckets", [])]\n',
-    "upload_to_s3": 'import boto3\nfrom boto3.exceptions import S3UploadFailedError\nfrom botocore.exceptions import ClientError\n\ndef upload_to_s3(file_path, bucket_name, object_key):\n    try:\n        boto3.client("s3").upload_file(file_path, bucket_name, object_key)\n    except (ClientError, S3UploadFailedError, FileNotFoundError):\n        return False\n    return True\n',
-    "my-data-bucket": '{\n  "Version": "2012-10-17",\n  "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::my-data-bucket"},\n    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::my-data-bucket/*"}]\n}\n',
-    "regular expression": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$\n",
+    "upload_to_s3": 'import boto3\n\ndef upload_to_s3(file_path, bucket, key):\n    boto3.client("s3").upload_file(file_path, bucket, key)\n    return f"s3://{bucket}/{key}"\n',
+    "my-data-bucket": '{\n  "Version": "2012-10-17",\n  "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],\n    "Resource": "arn:aws:s3:::my-data-bucket/*"}]\n}\n',
+    REGEX_PROMPT: "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$\n",
 }
 
 GOOD_VERDICT = {"score": 9, "reasoning": "Correct and idiomatic.", "strengths": ["uses boto3"], "weaknesses": []}

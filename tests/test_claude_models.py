@@ -10,7 +10,7 @@ import pytest
 from codegen_eval.models.cache import CallCache
 from codegen_eval.reporting.report import load_results
 from codegen_eval.models.strategies import Strategy, known_strategy, strategy_for
-from tests.messages_api import PREFILL_400, Reply, seed_responder
+from tests.messages_api import PREFILL_400, REGEX_PROMPT, Reply, seed_responder
 
 
 def last_messages(api):
@@ -79,7 +79,7 @@ def test_max_tokens_marks_the_output_truncated(run, api):
 
 def test_refusal_is_refused_not_fail_and_not_cached(run, api):
     def respond(body):
-        if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+        if body["messages"][0]["content"].startswith(REGEX_PROMPT):
             return Reply(text="I can't help with that.", stop_reason="refusal")
         return seed_responder()(body)
 

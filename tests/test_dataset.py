@@ -30,10 +30,43 @@ def problems(path: Path) -> list[str]:
     return info.value.problems
 
 
-def test_dataset_starts_with_the_four_seed_cases():
+# The seed lesson's `dataset = [...]` (lesson 08), character for character.
+SEED_TEXT = [
+    {
+        "task": "Write a Python function `list_s3_buckets()` that uses boto3 to return a list of all S3 bucket names in the account.",
+        "format": "python",
+        "expected": "import boto3\ndef list_s3_buckets():\n s3 = boto3.client(\"s3\")\n return [b[\"Name\"] for b in s3.list_buckets()[\"Buckets\"]]",
+        "solution_criteria": "Function is named list_s3_buckets, uses boto3.client('s3'), calls list_buckets(), returns a list of Name strings.",
+        "difficulty": "easy",
+    },
+    {
+        "task": "Write a Python function `upload_to_s3(file_path, bucket, key)` that uploads a local file to S3 and returns the S3 URI.",
+        "format": "python",
+        "expected": "import boto3\ndef upload_to_s3(file_path, bucket, key):\n boto3.client(\"s3\").upload_file(file_path, bucket, key)\n return f\"s3://{bucket}/{key}\"",
+        "solution_criteria": "Takes file_path, bucket, key. Uses upload_file. Returns s3://bucket/key URI.",
+        "difficulty": "easy",
+    },
+    {
+        "task": "Write a JSON IAM policy that allows s3:GetObject and s3:PutObject on all objects in a bucket named my-data-bucket.",
+        "format": "json",
+        "expected": "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":[\"s3:GetObject\",\"s3:PutObject\"],\"Resource\":\"arn:aws:s3:::my-data-bucket/*\"}]}",
+        "solution_criteria": "Valid IAM policy JSON with s3:GetObject and s3:PutObject on arn:aws:s3:::my-data-bucket/*",
+        "difficulty": "medium",
+    },
+    {
+        "task": "Write a Python regex pattern that matches a valid AWS S3 bucket name (3-63 lowercase alphanumeric chars and hyphens, no leading/trailing hyphen).",
+        "format": "regex",
+        "expected": "^[a-z0-9][a-z0-9\\-]{1,61}[a-z0-9]$",
+        "solution_criteria": "Regex matches valid S3 bucket names: 3-63 chars, lowercase alphanumeric and hyphens, no leading or trailing hyphen.",
+        "difficulty": "hard",
+    },
+]
+
+
+def test_dataset_starts_with_the_seed_cases_verbatim():
     cases = load_dataset(DATASET)[:4]
-    assert [c.id for c in cases] == ["s3-list-buckets", "s3-upload-file", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
-    assert [c.format for c in cases] == ["python", "python", "json", "regex"]
+    assert [c.id for c in cases] == ["s3-list-buckets", "s3-upload-file", "iam-s3-get-put-my-data-bucket", "regex-s3-bucket-name"]
+    assert [c.model_dump(include=set(SEED_TEXT[0])) for c in cases] == SEED_TEXT
     assert all(c.tests for c in cases)
 
 
@@ -109,7 +142,8 @@ def test_missing_id_gets_a_stable_content_id(tmp_path):
 
 def test_tests_field_is_preserved_verbatim(tmp_path):
     tests = {"allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::b/*"}], "deny": []}
-    [case] = load_dataset(write_jsonl(tmp_path, {**GOOD, "format": "json", "tests": tests}))
+    policy = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]}'
+    [case] = load_dataset(write_jsonl(tmp_path, {**GOOD, "format": "json", "expected": policy, "tests": tests}))
     assert case.tests == tests
 
 
@@ -140,3 +174,65 @@ def test_a_dataset_edited_during_a_run_is_an_error(tmp_path):
     path.write_text(json.dumps({**GOOD, "format": "cobol"}) + "\n")  # read happens on first next()
     with pytest.raises(DatasetError, match="changed during the run"):
         list(stream)
+
+
+def test_a_byte_order_mark_is_read_not_rejected(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\r\n" + json.dumps({**GOOD, "id": "b"}) + "\r\n").encode())
+    assert [c.id for c in load_dataset(path)] == ["a", "b"]
+    listed = tmp_path / "d.json"
+    listed.write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD]).encode())
+    assert [c.id for c in load_dataset(listed)] == ["a"]
+
+
+def test_invalid_utf8_names_its_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    bad = json.dumps({**GOOD, "id": "b", "task": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")  # a Windows-1252 editor's "café"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + bad + b"\n" + json.dumps({**GOOD, "id": "c", "format": "x"}).encode() + b"\n")
+    first, second = problems(path)
+    assert first.startswith(f"{path}:2: invalid UTF-8: byte 0xe9") and second.startswith(f"{path}:3: field 'format'")
+    listed = tmp_path / "d.json"
+    listed.write_bytes(b"[\n" + json.dumps(GOOD).encode() + b",\n" + bad + b"\n]")
+    assert problems(listed)[0].startswith(f"{listed}:3: invalid UTF-8: byte 0xe9")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"format": "regex", "expected": "^[a-z(+$"}, "field 'expected': not a valid regex: unterminated character set at position 1"),
+        ({"format": "json", "expected": "{'Version': '2012-10-17'}"}, "field 'expected': not valid JSON: line 1 column 2"),
+        ({"format": "json", "expected": "[]"}, "field 'expected': an IAM policy must be a JSON object, got list"),
+        ({"expected": "def f(:\n"}, "field 'expected': not valid Python: line 1"),
+        ({"tests": {"entry_point": "list_s3_buckets", "check": "def check(c):\n    assert c() = []\n"}}, "field 'tests.check': not valid Python: line 2"),
+        ({"tests": {"entry_point": "list_s3_buckets", "check": "assert True\n"}}, "field 'tests.check': defines no function check(candidate)"),
+        ({"tests": {"entry_point": "list_buckets", "check": "def check(c):\n    pass\n"}}, "field 'tests.entry_point': the reference (expected) defines no list_buckets()"),
+    ],
+)
+def test_a_reference_or_check_that_cannot_parse_is_rejected(tmp_path, change, expected):
+    path = write_jsonl(tmp_path, GOOD, {**GOOD, "id": "b", **change})
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:2: {expected}")
+
+
+def test_prompts_are_the_seeds():
+    """Lesson 08's run_prompt() and grade_by_model(), rendered for its first case."""
+    from codegen_eval.generation import generation_request
+    from codegen_eval.grading.judge import judge_request
+
+    case = load_dataset(DATASET)[0]
+    request = generation_request(case, "m")
+    assert [m.content for m in request.messages] == [
+        "Write AWS PYTHON code for the following task. Return ONLY the code — no explanation.\n\nTask:\n" + case.task,
+        "```python\n",
+    ] and request.stop_sequences == ("```",)
+    prompt = judge_request(case, "OUT", "m").messages[0].content
+    assert prompt == (
+        "You are an expert AWS engineer reviewing generated code.\n\n"
+        f"Task:\n<task>\n{case.task}\n</task>\n\n"
+        "Generated code:\n<output>\nOUT\n</output>\n\n"
+        f"Reference solution:\n<expected>\n{case.expected}\n</expected>\n\n"
+        f"Criteria:\n<criteria>\n{case.solution_criteria}\n</criteria>\n\n"
+        "Score the code 1-10. Consider: correctness, idiomatic AWS SDK usage, "
+        "edge case handling, and adherence to criteria.\n"
+        'Return JSON: {"score": int, "reasoning": str, "strengths": [str], "weaknesses": [str]}'
+    )

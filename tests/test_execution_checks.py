@@ -14,6 +14,7 @@ from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 from tests.conftest import DATASET, SEED
 
 SEED_CASES = {case.id: case for case in load_dataset(SEED)}
+CASES = {case.id: case for case in load_dataset(DATASET)}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_python_undefined_names_and_signature():
 
 
 def test_policy_checks_catch_over_broad_and_mismatched_policies(sandbox):
-    case = SEED_CASES["iam-read-only-my-data-bucket"]
+    case = CASES["iam-read-only-my-data-bucket"]
     broad = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
     access = by_name(run_checks(case, broad, sandbox))["access"]
     assert access.status is CheckStatus.TEST_FAIL and "s3:PutObject on arn:aws:s3:::my-data-bucket/reports/2026.csv should be denied" in access.message
@@ -79,7 +80,7 @@ def test_regex_checks_tests_equivalence_and_redos(sandbox):
 
 def test_a_slow_equivalence_analysis_is_skipped_not_a_timeout(sandbox):
     # interegular does not finish on this (wrong) S3-URI pattern; the analysis is advisory only.
-    case = next(c for c in load_dataset(DATASET) if c.id == "regex-s3-uri")
+    case = CASES["regex-s3-uri"]
     checks = by_name(run_checks(case, r"^s3:\/\/[a-zA-Z0-9-]+\.[a-zA-Z0-9-]+\.[a-zA-Z0-9-]+\/[a-zA-Z0-9-]+$", sandbox))
     assert checks["tests"].status is CheckStatus.TEST_FAIL and checks["redos"].status is CheckStatus.OK
     assert checks["equivalence"].status is CheckStatus.SKIPPED and "took over 5 s" in checks["equivalence"].message

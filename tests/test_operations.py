@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from codegen_eval.cli import app
 from codegen_eval.reporting.compare import compare_runs, mcnemar_exact
-from tests.conftest import CLAUDE, SEED
-from tests.messages_api import Reply, seed_responder
+from tests.conftest import CLAUDE, SEED, stored_calls
+from tests.messages_api import REGEX_PROMPT, Reply, seed_responder
 
 
 def broken_regex(body):
-    if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+    if body["messages"][0]["content"].startswith(REGEX_PROMPT):
         return Reply(text="^[a-z.-]+$\n```")
     return seed_responder()(body)
 
@@ -95,7 +95,6 @@ def test_kill_9_then_rerun_repeats_no_finished_call(prefect_api, api, tmp_path):
     import sys
     import time
 
-    from codegen_eval.models.cache import CallCache
 
     def slow(body):
         time.sleep(0.4)
@@ -113,7 +112,7 @@ def test_kill_9_then_rerun_repeats_no_finished_call(prefect_api, api, tmp_path):
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    finished = len(CallCache(cache_dir))
+    finished = stored_calls(cache_dir)
     assert 3 <= finished < 8
     api.reset()
     second = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=300)

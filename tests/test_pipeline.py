@@ -23,7 +23,7 @@ def test_seed_cases_end_to_end(run, api):
     assert summary["generation"]["calls_made"] == 4 and summary["judging"]["calls_made"] == 4
     assert summary["generation"]["input_tokens"] > 0 and summary["total_tokens"] > 0
     results = load_results(run_dir)
-    assert [r.id for r in results] == ["s3-list-buckets", "s3-upload-file", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
+    assert [r.id for r in results] == ["s3-list-buckets", "s3-upload-file", "iam-s3-get-put-my-data-bucket", "regex-s3-bucket-name"]
     first = results[0]
     assert first.output.startswith("import boto3") and "```" not in first.output and "This lists" not in first.output
     assert first.generation.stop_reason == "stop_sequence" and first.judge.verdict.score == 9 and first.score == 9.5
@@ -42,7 +42,7 @@ def test_prefill_and_stop_sequence_are_sent(run, api):
     assert all(r["messages"][-1]["role"] == "assistant" and r["stop_sequences"] == ["```"] for r in api.requests)
     assert all("temperature" not in r for r in api.requests)
     python_prompts = [r["messages"][0]["content"] for r in generations if r["messages"][-1]["content"] == "```python\n"]
-    assert all(p.startswith("Write AWS Python code for the following task. Return ONLY the code") for p in python_prompts)
+    assert all(p.startswith("Write AWS PYTHON code for the following task. Return ONLY the code — no explanation.\n\nTask:\n") for p in python_prompts)
 
 
 def test_second_run_makes_no_calls(run, api):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from codegen_eval.reporting.compare import write_comparison
-from tests.messages_api import Reply, seed_responder
+from tests.messages_api import REGEX_PROMPT, Reply, seed_responder
 
 CHROMIUM = "/usr/bin/chromium"
 # As root, on a machine whose network is closed: no sandbox, no background connections.
@@ -35,7 +35,7 @@ def open_page(browser, path: Path):
 
 
 def partial_regex(body):
-    if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+    if body["messages"][0]["content"].startswith(REGEX_PROMPT):
         return Reply(text="^[a-z.-]+$\n```")
     return seed_responder()(body)
 

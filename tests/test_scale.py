@@ -20,7 +20,7 @@ import diskcache
 import pytest
 
 from codegen_eval.reporting.report import load_results
-from tests.conftest import CLAUDE
+from tests.conftest import CLAUDE, stored_calls
 from tests.messages_api import Faults, MessagesAPI, synthetic_cases, synthetic_responder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,6 @@ def test_ten_percent_faults_on_1000_cases_grade_every_case(prefect_api, api, syn
 def test_kill_9_at_a_random_point_then_rerun_gives_identical_results(prefect_api, synthetic, tmp_path):
     """Killed anywhere, the same command finishes the run: no call whose answer was stored is made
     again, and the results equal those of a run that was never interrupted."""
-    from codegen_eval.models.cache import CallCache
 
     seed = int(os.environ.get("KILL_SEED", random.randrange(1_000_000)))
     kill_after = random.Random(seed).randrange(20, 560)  # requests served before the kill, of 600
@@ -103,7 +102,7 @@ def test_kill_9_at_a_random_point_then_rerun_gives_identical_results(prefect_api
         assert first.poll() is None, "the run finished before the kill"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        stored = len(CallCache(tmp_path / "cache"))
+        stored = stored_calls(tmp_path / "cache")
         server.reset()
         second = subprocess.run(command, cwd=ROOT, env=env2, capture_output=True, text=True, timeout=600)
         assert second.returncode == 0, second.stderr[-3000:]
@@ -131,8 +130,8 @@ def test_two_runs_at_once_share_one_cache(prefect_api, synthetic, tmp_path):
         assert outcome(runs[0]) == outcome(runs[1])
         assert all(r.verdict.value == "PASS" for r in load_results(runs[0])) and len(load_results(runs[0])) == 200
         assert 400 <= server.count() <= 800  # each call made by one run or both, never more
+        assert stored_calls(tmp_path / "cache") == 400
         with diskcache.Cache(str(tmp_path / "cache")) as cache:
-            assert len(cache) == 400
             assert cache.check() == []  # no warnings: database and files agree
     finally:
         server.stop()
