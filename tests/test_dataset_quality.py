@@ -1,56 +1,41 @@
-"""The shipped dataset proves itself: every reference passes its own tests, every broken variant fails."""
+"""The shipped dataset proves itself, with the command users run: every reference passes its own tests
+in the sandbox, a stub answer fails them, and every broken variant fails them."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
-from codegen_eval.grading.checks import run_checks
-from codegen_eval.dataset import load_dataset, load_outputs
-from codegen_eval.generation import recorded
-from codegen_eval.grading.sandbox import Sandbox
+from codegen_eval.dataset import load_dataset
 from tests.conftest import DATASET
 
 CASES = load_dataset(DATASET)
 BROKEN = Path(__file__).parent / "data" / "broken_variants.jsonl"
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    box = Sandbox()
-    yield box
-    box.close()
-
-
 def test_dataset_size_and_mix():
     formats = Counter(c.format for c in CASES)
-    assert len(CASES) >= 40 and formats["python"] >= 16 and formats["json"] >= 12 and formats["regex"] >= 12
+    assert len(CASES) >= 150 and formats["python"] >= 60 and formats["json"] >= 45 and formats["regex"] >= 45
     assert all(c.tests for c in CASES)
-    assert set(Counter(c.difficulty for c in CASES)) == {"easy", "medium", "hard"}
+    resource_policies = [c for c in CASES if c.format == "json" and c.tests.get("policy_type") in ("bucket", "trust")]
+    assert len(resource_policies) >= 12
+    difficulties = Counter(c.difficulty for c in CASES)
+    assert min(difficulties.values()) >= 0.28 * len(CASES)  # about a third each
     for fmt in ("python", "json", "regex"):
         assert {c.difficulty for c in CASES if c.format == fmt} == {"easy", "medium", "hard"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_reference_passes_its_tests(case, sandbox):
-    failed = [(c.name, c.status.value, c.message) for c in run_checks(case, case.expected, sandbox) if c.gate and not c.passed]
-    assert failed == []
+def test_python_cases_span_twelve_services_or_more():
+    services = {c.id.split("-")[0] for c in CASES if c.format == "python"}
+    assert len(services) >= 12, sorted(services)
 
 
-BROKEN_PAIRS = load_outputs(BROKEN, CASES)
-
-
-def test_every_case_has_a_broken_variant():
-    assert sorted(case.id for case, _ in BROKEN_PAIRS) == sorted(c.id for c in CASES)
-
-
-@pytest.mark.parametrize("pair", BROKEN_PAIRS, ids=lambda p: p[0].id)
-def test_broken_variant_fails_its_tests(pair, sandbox):
-    case, output = pair
-    code = recorded(case, output.output).code
-    assert code != case.expected
-    checks = run_checks(case, code, sandbox)
-    assert any(c.gate and not c.passed for c in checks), json.dumps([c.model_dump(mode="json") for c in checks])[:2000]
+def test_validate_proves_every_reference_stub_and_broken_variant(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "codegen_eval.cli", "validate", str(DATASET), "--broken", str(BROKEN)],
+        env={"CODEGEN_EVAL_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
