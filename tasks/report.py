@@ -69,8 +69,9 @@ def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]],
         order = carry_over(config.retry_errors_of, path)
     order_results(path, order)
     summary, first = summarize_run(
-        path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_model,
+        path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_models,
         rubric=config.rubric or DEFAULT_RUBRIC.name, table_rows=TABLE_ROWS,
+        judge_thresholds=config.judge_thresholds, pass_at=config.scoring.pass_at,
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of

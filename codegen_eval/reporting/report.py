@@ -96,11 +96,14 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
 
 
 def summarize_run(
-    run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str, table_rows: int = 0
+    run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str | list[str], rubric: str, table_rows: int = 0,
+    judge_thresholds: dict[str, float] | None = None, pass_at: float = 8.0,
 ) -> tuple[Summary, list[CaseResult]]:
     """One pass over results.jsonl: the run's summary, and its first `table_rows` results; results.csv
-    and the JUnit test cases are written on the way (each pass parses every case: keep them few)."""
-    builder, first = SummaryBuilder(model, judge_model), []
+    and the JUnit test cases are written on the way (each pass parses every case: keep them few).
+    `judge_thresholds` (calibrated, per judge) and `pass_at` set where a judge passes a case when it
+    is measured against the tests."""
+    builder, first = SummaryBuilder(model, judge_model, judge_thresholds, pass_at), []
     with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f, (run_dir / _JUNIT_CASES).open("w", encoding="utf-8") as cases:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
