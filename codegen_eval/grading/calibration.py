@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codegen_eval.dataset import Case, DatasetError, _describe, _read_jsonl
+from codegen_eval.generation import recorded
 from codegen_eval.grading.judge import JudgeStatus, judge
 from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import CallPolicy, run_concurrently
@@ -115,7 +116,9 @@ def calibrate(
     by_id = {case.id: case for case in cases}
 
     def grade(item: LabelledItem) -> tuple[ScoredItem, int, int]:
-        judgement = judge(by_id[item.id], item.output, judge_model, cache, rubric, policy)
+        case = by_id[item.id]
+        # Unwrapped as `grade` unwraps a recorded output: the same judge request, so the same cache entry.
+        judgement = judge(case, recorded(case, item.output).code, judge_model, cache, rubric, policy)
         if on_item:
             on_item()
         score = judgement.verdict.score if judgement.status is JudgeStatus.OK and judgement.verdict else None

@@ -195,6 +195,7 @@ class JudgeAgreement(BaseModel):
     """summary.json's `judge_agreement`: the judge measured against the tests on this run."""
 
     judges: list[str]
+    calibrated: list[str] = []  # judges whose PASS threshold came from `calibrate` rather than the run's PASS threshold
     combined: AgreementStats  # the case's judge score: the median of the judges
     per_judge: dict[str, AgreementStats]
     inter_judge_alpha: float | None = None  # Krippendorff's alpha (interval) between judges; None with one judge
@@ -215,6 +216,7 @@ class AgreementBuilder:
 
     def __init__(self, judges: Sequence[str], thresholds: dict[str, float] | None = None, pass_at: float = 8.0):
         self.judges = list(judges)
+        self.calibrated = [j for j in self.judges if j in (thresholds or {})]
         self.thresholds = {j: (thresholds or {}).get(j, pass_at) for j in self.judges}
         self.threshold = median(self.thresholds.values()) if self.judges else pass_at
         self.combined: tuple[list[float], list[bool]] = ([], [])
@@ -267,7 +269,7 @@ class AgreementBuilder:
         combined = agreement_stats(*self.combined, self.threshold)
         per_judge = {j: agreement_stats(*self.per_judge.get(j, ([], [])), self.thresholds[j]) for j in self.judges}
         return JudgeAgreement(
-            judges=self.judges, combined=combined, per_judge=per_judge,
+            judges=self.judges, calibrated=self.calibrated, combined=combined, per_judge=per_judge,
             inter_judge_alpha=_round(krippendorff_alpha_interval(self.units)) if len(self.judges) > 1 else None,
             judge_pass_tests_fail=self.fp, judge_fail_tests_pass=self.fn[: max(0, LISTED - len(self.fp))],
             disputed=self.disputed, disputed_total=self.disputed_total, low_information=combined.low_information,
@@ -304,7 +306,8 @@ def describe(agreement: JudgeAgreement) -> list[str]:
     """The agreement in a few plain lines, for the CLI summary and the Prefect UI."""
     c = agreement.combined
     who = "the judges' median" if len(agreement.judges) > 1 else "the judge"
-    lines = [f"Judge vs tests: {c.cases} case(s) with tests, {who} passes at score >= {c.threshold:g}: {format_stats(c)}",
+    calibrated = " (calibrated)" if agreement.calibrated else ""
+    lines = [f"Judge vs tests: {c.cases} case(s) with tests, {who} passes at score >= {c.threshold:g}{calibrated}: {format_stats(c)}",
              f"  judge PASS, tests FAIL {c.confusion.judge_pass_tests_fail} · judge FAIL, tests PASS {c.confusion.judge_fail_tests_pass}"
              f" · both PASS {c.confusion.judge_pass_tests_pass} · both FAIL {c.confusion.judge_fail_tests_fail}"]
     if len(agreement.judges) > 1:

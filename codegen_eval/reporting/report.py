@@ -138,7 +138,7 @@ class Page(BaseModel):
 
 def render_report(summary: Summary, results: list[CaseResult], page: Page | None = None) -> str:
     page = page or Page(number=1, count=1, first=0)
-    return _env.get_template("report.html.j2").render(summary=summary, results=results, page=page, page_file=Page.filename)
+    return _env.get_template("report.html.j2").render(summary=summary, results=results, page=page, page_file=Page.filename, page_size=PAGE_SIZE)
 
 
 def write_report(run_dir: Path, summary: Summary) -> Path:
