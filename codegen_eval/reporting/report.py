@@ -235,8 +235,10 @@ def carry_over(earlier: str | Path, run_dir: Path) -> list[tuple[str, str | None
     for old in iter_results(Path(earlier)):
         order.append(result_key(old))
         if result_key(old) not in fresh:
-            judge = old.judge.model_copy(update={"calls": 0, "cached_calls": 0, "batch": False, "retries": 0})
-            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}}))
+            unpaid = {"calls": 0, "cached_calls": 0, "batch": False, "retries": 0}
+            judge = old.judge.model_copy(update=unpaid)
+            judges = {model: part.model_copy(update=unpaid) for model, part in old.judges.items()}
+            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "judges": judges, "cost_usd": {"generation": 0.0, "judge": 0.0}}))
         if len(carried) >= PAGE_SIZE:
             append_results(run_dir, carried)
             carried = []
