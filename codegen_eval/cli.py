@@ -35,7 +35,8 @@ def main() -> None:
 
 
 Dataset = Annotated[Path, typer.Option(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")]
-JudgeModel = Annotated[Optional[str], typer.Option(help="Model that grades; defaults to --model.")]
+JudgeModel = Annotated[Optional[list[str]], typer.Option(help="Model that grades; repeat for several judges (the case's judge score is their median). Defaults to --model.")]
+Calibration = Annotated[Optional[list[Path]], typer.Option(help="A file from `calibrate --write`: its threshold is where that judge passes a case when measured against the tests (one per judge).")]
 Rubric = Annotated[Optional[Path], typer.Option(help="A Jinja2 judge template replacing the shipped one.")]
 Out = Annotated[Path, typer.Option(help="Where run directories are written.")]
 Concurrency = Annotated[int, typer.Option(min=1, max=512, help="Model calls in flight at most.")]
@@ -67,10 +68,12 @@ def run(
     max_attempts: Annotated[int, typer.Option(min=1, help="Tries per call on 429, 529, 5xx and timeouts.")] = 6,
     task_runner: Annotated[str, typer.Option(help="thread, or dask (a LocalCluster, or --dask-address).")] = "thread",
     dask_address: Annotated[Optional[str], typer.Option(help="A running Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
+    calibration: Calibration = None,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
-    config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    config = _config(dataset, model, judge_model or [model], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    config = _calibrated(config, calibration)
     update = {"max_cost_usd": max_cost, "use_batch": batch, "timeout_s": timeout, "max_attempts": max_attempts,
               "task_runner": task_runner, "dask_address": dask_address}
     if retry_errors:
@@ -126,9 +129,11 @@ def grade(
     no_judge: NoJudge = False,
     max_cost: MaxCost = None,
     fail_under: FailUnder = None,
+    calibration: Calibration = None,
 ) -> None:
     """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
-    config = _config(dataset, f"recorded:{outputs.name}", judge_model or default_model(), rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    config = _config(dataset, f"recorded:{outputs.name}", judge_model or [default_model()], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    config = _calibrated(config, calibration)
     _execute(config.model_copy(update={"outputs": str(outputs), "max_cost_usd": max_cost}), fail_under)
 
 
@@ -140,13 +145,15 @@ def regrade(
     out: Out = Path(DEFAULT_OUT),
     no_judge: NoJudge = False,
     fail_under: FailUnder = None,
+    calibration: Calibration = None,
 ) -> None:
     """Check and judge an earlier run's outputs again (current checks, rubric, judge): 0 generation calls."""
+    _distinct(judge_model or [])
     try:
-        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model, str(out), not no_judge)
+        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model or None, str(out), not no_judge)
     except (OSError, ValueError) as exc:
         _fail(f"{run_dir}: not a run directory ({exc})")
-    _execute(config, fail_under)
+    _execute(_calibrated(config, calibration), fail_under)
 
 
 @app.command()
@@ -164,11 +171,77 @@ def compare(
         _fail(f"cannot compare {run_a} and {run_b}: {exc}")
 
 
-def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge) -> RunConfig:
+@app.command()
+def calibrate(
+    judge_model: Annotated[str, typer.Option(help="The judge to calibrate, e.g. local or a Claude model id.")],
+    labels: Annotated[Optional[Path], typer.Option(help='Labelled candidates: {"id", "output", "label": "correct"|"incorrect", "cid"?} per line. Default: each reference and its broken variant.')] = None,
+    dataset: Dataset = Path(DEFAULT_DATASET),
+    rubric: Rubric = None,
+    write: Annotated[Optional[Path], typer.Option(help="Save the calibration here, for `run --calibration FILE`.")] = None,
+    pass_at: Annotated[float, typer.Option(help="The default PASS threshold, measured beside the best one.")] = 8.0,
+    concurrency: Concurrency = 8,
+) -> None:
+    """Grade labelled candidates with the judge alone: balanced accuracy, κ, ROC and AUC, best threshold."""
+    from codegen_eval.grading.calibration import SHIPPED, calibrate as run_calibration, load_labels, shipped_labels
+    from codegen_eval.models.calls import CallPolicy
+    from codegen_eval.models.ratelimit import limiter_for
+
+    try:
+        cases = load_dataset(dataset)
+        items = load_labels(labels, cases) if labels else shipped_labels(cases)
+        if rubric:
+            _check_rubric(str(rubric))
+        get_backend(judge_model)
+        cache = CallCache(os.environ.get("CODEGEN_EVAL_CACHE_DIR"))
+    except DatasetError as exc:
+        _fail("invalid input: " + "\n".join(exc.problems))
+    except (ConfigError, CacheError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("judge", total=len(items))
+            result = run_calibration(
+                items, cases, judge_model, cache, rubric=str(rubric) if rubric else None, workers=concurrency + 4,
+                policy=CallPolicy(limiter=limiter_for(concurrency)), default_threshold=pass_at,
+                labels=str(labels) if labels else SHIPPED, on_item=lambda: bar.advance(task),
+            )
+    except DatasetError as exc:
+        _fail("; ".join(exc.problems))
+    except CacheError as exc:
+        _fail(f"{exc}. Every answer stored before this is kept: run the same command again.")
+    _print_calibration(result)
+    if write:
+        write.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        print(write)
+
+
+def _print_calibration(result) -> None:
+    """The figures on stdout: they are the command's result."""
+    from codegen_eval.reporting.agreement import format_stats
+
+    unusable = result.items - result.scored
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"judge {result.judge_model} on {result.items} labelled items ({result.labels}): {result.scored} scored"
+              + (f", {unusable} without a usable score (left out)" if unusable else "")
+              + f"; {result.calls_made} calls made, {result.calls_cached} from cache")
+    for name, stats in (("default", result.at_default), ("best", result.at_best)):
+        out.print(f"{name} threshold {stats.threshold:g}: {format_stats(stats)}")
+    out.print(f"AUC {result.auc:.3f}" if result.auc is not None else "AUC n/a")
+    out.print("ROC (the judge passes score >= threshold):")
+    for point in result.roc[1:]:
+        out.print(f"  >= {point.threshold:g}: true positive rate {point.true_positive_rate:.2f}, false positive rate {point.false_positive_rate:.2f}")
+    out.print(f"best threshold (maximises balanced accuracy): {result.threshold:g}")
+    if result.at_best.low_information:
+        out.print("κ < 0.2 even at the best threshold: this judge's scores carry little information about correctness.")
+
+
+def _config(dataset, model, judge_models, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge) -> RunConfig:
+    _distinct(judge_models)
     return RunConfig(
         dataset=str(dataset),
         model=model,
-        judge_model=judge_model,
+        judge_models=judge_models,
         rubric=str(rubric) if rubric else None,
         out=str(out),
         cache_dir=os.environ.get("CODEGEN_EVAL_CACHE_DIR"),
@@ -177,6 +250,29 @@ def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, p
         judge=not no_judge,
         scoring=ScoringConfig(pass_at=pass_at, partial_at=partial_at),
     )
+
+
+def _distinct(judge_models: list[str]) -> None:
+    twice = sorted({m for m in judge_models if judge_models.count(m) > 1})
+    if twice:
+        _fail(f"--judge-model {', '.join(twice)} given twice")
+
+
+def _calibrated(config: RunConfig, paths: list[Path] | None) -> RunConfig:
+    """Each calibration file's threshold for its judge, which must be one of this run's judges."""
+    from codegen_eval.grading.calibration import load_calibration
+
+    thresholds, files = dict(config.judge_thresholds), list(config.calibrations)
+    for path in paths or []:
+        try:
+            calibration = load_calibration(path)
+        except ValueError as exc:
+            _fail(str(exc))
+        if calibration.judge_model not in config.judge_models:
+            _fail(f"calibration {path} is for judge {calibration.judge_model!r}, not one of this run's judges ({', '.join(config.judge_models)})")
+        thresholds[calibration.judge_model] = calibration.threshold
+        files.append(str(path))
+    return config.model_copy(update={"judge_thresholds": thresholds, "calibrations": files}) if paths else config
 
 
 def _execute(config: RunConfig, fail_under: float | None = None) -> None:
@@ -209,6 +305,11 @@ def _print_summary(run_dir: Path) -> float:
     err.print(table)
     if summary.over_budget:
         err.print(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow")
+    if summary.judge_agreement is not None:
+        from codegen_eval.reporting.agreement import describe
+
+        style = "yellow" if summary.judge_agreement.low_information else ""
+        err.print(Text("\n".join(describe(summary.judge_agreement)), style=style), soft_wrap=True, highlight=False)
     return summary.pass_rate
 
 
@@ -226,7 +327,7 @@ def _preflight(config: RunConfig) -> int:
             total = len(errored_ids(config.retry_errors_of)) if config.retry_errors_of else len(ids)
         if config.rubric:
             _check_rubric(config.rubric)
-        models = {config.judge_model} if config.judge else set()
+        models = set(config.judge_models) if config.judge else set()
         if not (config.outputs or config.regrade_of):
             models.add(config.model)
         for model in models:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -19,7 +19,13 @@ DEFAULT_OUT = "artifacts/runs"
 class RunConfig(BaseModel):
     dataset: str = DEFAULT_DATASET
     model: str = Field(default_factory=default_model)  # Claude with a key, the embedded model without
-    judge_model: str | None = None  # None: the same as model
+    # Models that grade; several: each grades each case, the case's judge score is their median.
+    # Empty: the same as model. The single `judge_model` of older run.json files and deployments is accepted.
+    judge_models: list[str] = Field(default_factory=list)
+    # Judge model -> the score at which it passes a case, from `codegen-eval calibrate` (--calibration).
+    # Used where the judge is measured against the tests (judge_agreement), not in scoring.
+    judge_thresholds: dict[str, float] = Field(default_factory=dict)
+    calibrations: list[str] = Field(default_factory=list)  # the calibration files they came from
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
     judge: bool = True  # False (--no-judge): verdicts from the checks alone
     max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
@@ -38,17 +44,34 @@ class RunConfig(BaseModel):
     batch_size: int = Field(100, ge=1)
     scoring: ScoringConfig = ScoringConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_judge_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "judge_model" in data:
+            data = dict(data)
+            single = data.pop("judge_model")
+            if single and not data.get("judge_models"):
+                data["judge_models"] = [single]
+        return data
+
     @model_validator(mode="after")
     def _judge_defaults_to_model(self) -> RunConfig:
-        if self.judge_model is None:
-            self.judge_model = self.model
+        if not self.judge_models:
+            self.judge_models = [self.model]
+        if len(set(self.judge_models)) != len(self.judge_models):
+            raise ValueError(f"judge models named twice: {', '.join(self.judge_models)}")
         return self
+
+    @property
+    def judge_model(self) -> str:
+        """The first (or only) judge."""
+        return self.judge_models[0]
 
 
 def regrade_config(
     run_dir: str | Path,
     rubric: str | None = None,
-    judge_model: str | None = None,
+    judge_model: str | list[str] | None = None,
     out: str = DEFAULT_OUT,
     judge: bool = True,
 ) -> RunConfig:
@@ -60,6 +83,6 @@ def regrade_config(
     }
     if rubric:
         update["rubric"] = rubric
-    if judge_model:
-        update["judge_model"] = judge_model
+    if judge_model:  # new judges: thresholds calibrated for the old ones are kept only for those still judging
+        update["judge_models"] = [judge_model] if isinstance(judge_model, str) else list(judge_model)
     return parent.model_copy(update=update)

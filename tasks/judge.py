@@ -8,34 +8,43 @@ from codegen_eval.models.calls import run_concurrently
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.grading.judge import Judgement, JudgeStatus, judge, judge_request, usable
+from codegen_eval.grading.judge import Judgement, JudgeStatus, combine, judge, judge_request, usable
 from codegen_eval.models.strategies import strategy_for
 from tasks import call_policy, finish, open_cache, pool_size
 
 
 @task(name="judge", task_run_name="judge-batch-{batch_index}")
 def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
+    """Every judge grades every case of the batch (each judge's calls cached on their own); a case's
+    judgement is their combination (`combine`: the median score)."""
     if not config.judge:  # --no-judge: verdicts from the checks alone
         progress.advance("judge", len(cases))
         return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
     cache = open_cache(config.cache_dir)
     policy = call_policy(config, run_dir)
     pairs = list(zip(cases, generations, strict=True))
-    first_requests = {}
+    first_requests = {}  # (judge, case id) -> the first request, sent ahead as a Message Batch
     if config.use_batch:
-        strategy = strategy_for(config.judge_model, cache)
-        first_requests = {
-            case.id: judge_request(case, g.code, config.judge_model, config.rubric, strategy) for case, g in pairs if g.code.strip()
-        }
-    fetched = prefetch(list(first_requests.values()), cache, "judge", usable)
+        for model in config.judge_models:
+            strategy = strategy_for(model, cache)
+            first_requests |= {
+                (model, case.id): judge_request(case, g.code, model, config.rubric, strategy) for case, g in pairs if g.code.strip()
+            }
+    fetched: set[str] = set()
+    for model in config.judge_models if config.use_batch else ():  # one batch per judge: one backend each
+        fetched |= prefetch([r for (m, _), r in first_requests.items() if m == model], cache, "judge", usable)
 
-    def one(pair: tuple[Case, Generation]) -> Judgement:
-        case, generation = pair
-        judgement = judge(case, generation.code, config.judge_model, cache, config.rubric, policy)
-        request = first_requests.get(case.id)
+    def by(model: str, case: Case, generation: Generation) -> Judgement:
+        judgement = judge(case, generation.code, model, cache, config.rubric, policy)
+        request = first_requests.get((model, case.id))
         if request is not None and (key := key_of(request)) in fetched:  # paid for in this run's batch
             judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
             judgement.usage += cache.get(key).usage
+        return judgement
+
+    def one(pair: tuple[Case, Generation]) -> Judgement:
+        case, generation = pair
+        judgement = combine({model: by(model, case, generation) for model in config.judge_models})
         progress.advance("judge")
         return judgement
 

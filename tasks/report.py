@@ -13,6 +13,7 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
+from codegen_eval.reporting.agreement import describe
 from codegen_eval.reporting.compare import write_comparison
 from codegen_eval.reporting.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
@@ -69,8 +70,9 @@ def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]],
         order = carry_over(config.retry_errors_of, path)
     order_results(path, order)
     summary, first = summarize_run(
-        path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_model,
+        path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_models,
         rubric=config.rubric or DEFAULT_RUBRIC.name, table_rows=TABLE_ROWS,
+        judge_thresholds=config.judge_thresholds, pass_at=config.scoring.pass_at,
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
@@ -111,6 +113,8 @@ def summary_markdown(summary: Summary, report_path: Path) -> str:
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
         cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
         lines.append(f"| {name} | {stage.calls_made} | {stage.calls_cached} | {stage.retries} | {stage.input_tokens} | {stage.output_tokens} | {cost} |")
+    if summary.judge_agreement is not None:
+        lines += ["", *(f"- {line.strip()}" for line in describe(summary.judge_agreement))]
     lines += ["", f"[report.html]({report_path.resolve().as_uri()})"]
     return "\n".join(lines) + "\n"
 

@@ -1,10 +1,15 @@
-"""The LLM judge: a rubric template in, a validated verdict out, or a JUDGE_ERROR, never a crash."""
+"""The LLM judge: a rubric template in, a validated verdict out, or a JUDGE_ERROR, never a crash.
+
+Several judges may grade one case (`combine`): the case's judge score is their median, and how far
+apart they are (max - min) is kept.
+"""
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
 from functools import lru_cache
+from statistics import median
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import CallPolicy, cached_call
+from codegen_eval.models.pricing import cost_usd
 from codegen_eval.dataset import Case
 from codegen_eval.models.strategies import Strategy, call_with_fallback
 
@@ -54,6 +60,19 @@ class JudgeStatus(StrEnum):
     OVER_BUDGET = "OVER_BUDGET"  # not asked: --max-cost would have been exceeded
 
 
+class JudgeScore(BaseModel):
+    """One judge's part in a case: its score (None when it gave none), and the calls it cost."""
+
+    score: float | None = None
+    status: JudgeStatus
+    error: str | None = None
+    calls: int = 0
+    cached_calls: int = 0
+    retries: int = 0
+    usage: Usage = Usage()
+    batch: bool = False
+
+
 class Judgement(BaseModel):
     status: JudgeStatus
     verdict: JudgeVerdict | None = None
@@ -64,6 +83,10 @@ class Judgement(BaseModel):
     usage: Usage = Usage()  # of the calls made, not those served from the cache
     batch: bool = False  # first answer came through a Message Batch (half price)
     retries: int = 0  # transient API failures retried on the way
+    # Several judges: each one's part, and max - min of their scores. The run record keeps these on the
+    # case row (`judges`, `judge_spread`), not inside `judge`.
+    panel: dict[str, JudgeScore] = Field(default_factory=dict, exclude=True)
+    spread: float | None = Field(default=None, exclude=True)
 
 
 @lru_cache(maxsize=8)
@@ -159,3 +182,43 @@ def _retry_request(request: ModelRequest, answer: str, problem: str) -> ModelReq
         *((Message(role="assistant", content=prefill),) if prefill else ()),
     )
     return request.model_copy(update={"messages": messages})
+
+
+def combine(judgements: dict[str, Judgement]) -> Judgement:
+    """Several judges' judgements of one case as one: the median of the usable scores, with the
+    reasoning of the judge nearest to it; calls and tokens summed. With no usable score at all, the
+    case's judge status is the first judge's (e.g. JUDGE_ERROR), with every judge's error."""
+    panel = {model: _score_of(j) for model, j in judgements.items()}
+    usable = {model: j for model, j in judgements.items() if j.status is JudgeStatus.OK and j.verdict is not None}
+    first = next(iter(judgements.values()))
+    combined = Judgement(
+        status=first.status, calls=sum(j.calls for j in judgements.values()), cached_calls=sum(j.cached_calls for j in judgements.values()),
+        usage=sum((j.usage for j in judgements.values()), Usage()), batch=any(j.batch for j in judgements.values()),
+        retries=sum(j.retries for j in judgements.values()), panel=panel,
+    )
+    if not usable:
+        errors = [f"{model}: {j.error}" for model, j in judgements.items() if j.error]
+        combined.error = "; ".join(errors) if len(judgements) > 1 else first.error
+        combined.raw = next((j.raw for j in judgements.values() if j.raw), None)
+        return combined
+    scores = [j.verdict.score for j in usable.values()]
+    middle = median(scores)
+    nearest = min(usable.values(), key=lambda j: abs(j.verdict.score - middle))
+    combined.status, combined.verdict = JudgeStatus.OK, nearest.verdict.model_copy(update={"score": middle})
+    combined.spread = max(scores) - min(scores) if len(scores) > 1 else None
+    return combined
+
+
+def judge_cost(judgement: Judgement, model: str) -> float | None:
+    """USD this run paid for a case's judging, priced per judge (None when a price is unknown)."""
+    parts = judgement.panel.items() if judgement.panel else [(model, judgement)]
+    costs = [cost_usd(m, part.usage, part.batch) if part.calls else 0.0 for m, part in parts]
+    return None if None in costs else sum(costs)
+
+
+def _score_of(judgement: Judgement) -> JudgeScore:
+    score = judgement.verdict.score if judgement.status is JudgeStatus.OK and judgement.verdict else None
+    return JudgeScore(
+        score=score, status=judgement.status, error=judgement.error, calls=judgement.calls, cached_calls=judgement.cached_calls,
+        retries=judgement.retries, usage=judgement.usage, batch=judgement.batch,
+    )

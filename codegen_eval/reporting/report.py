@@ -96,11 +96,14 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
 
 
 def summarize_run(
-    run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str, table_rows: int = 0
+    run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str | list[str], rubric: str, table_rows: int = 0,
+    judge_thresholds: dict[str, float] | None = None, pass_at: float = 8.0,
 ) -> tuple[Summary, list[CaseResult]]:
     """One pass over results.jsonl: the run's summary, and its first `table_rows` results; results.csv
-    and the JUnit test cases are written on the way (each pass parses every case: keep them few)."""
-    builder, first = SummaryBuilder(model, judge_model), []
+    and the JUnit test cases are written on the way (each pass parses every case: keep them few).
+    `judge_thresholds` (calibrated, per judge) and `pass_at` set where a judge passes a case when it
+    is measured against the tests."""
+    builder, first = SummaryBuilder(model, judge_model, judge_thresholds, pass_at), []
     with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f, (run_dir / _JUNIT_CASES).open("w", encoding="utf-8") as cases:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
@@ -135,7 +138,7 @@ class Page(BaseModel):
 
 def render_report(summary: Summary, results: list[CaseResult], page: Page | None = None) -> str:
     page = page or Page(number=1, count=1, first=0)
-    return _env.get_template("report.html.j2").render(summary=summary, results=results, page=page, page_file=Page.filename)
+    return _env.get_template("report.html.j2").render(summary=summary, results=results, page=page, page_file=Page.filename, page_size=PAGE_SIZE)
 
 
 def write_report(run_dir: Path, summary: Summary) -> Path:
@@ -232,8 +235,10 @@ def carry_over(earlier: str | Path, run_dir: Path) -> list[tuple[str, str | None
     for old in iter_results(Path(earlier)):
         order.append(result_key(old))
         if result_key(old) not in fresh:
-            judge = old.judge.model_copy(update={"calls": 0, "cached_calls": 0, "batch": False, "retries": 0})
-            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "cost_usd": {"generation": 0.0, "judge": 0.0}}))
+            unpaid = {"calls": 0, "cached_calls": 0, "batch": False, "retries": 0}
+            judge = old.judge.model_copy(update=unpaid)
+            judges = {model: part.model_copy(update=unpaid) for model, part in old.judges.items()}
+            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "judges": judges, "cost_usd": {"generation": 0.0, "judge": 0.0}}))
         if len(carried) >= PAGE_SIZE:
             append_results(run_dir, carried)
             carried = []

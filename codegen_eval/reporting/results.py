@@ -11,8 +11,9 @@ from codegen_eval.models.backends import LOCAL_MODEL, Usage
 from codegen_eval.grading.checks import CheckResult
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.grading.judge import Judgement
+from codegen_eval.grading.judge import Judgement, JudgeScore, judge_cost
 from codegen_eval.models.pricing import cost_usd
+from codegen_eval.reporting.agreement import AgreementBuilder, JudgeAgreement
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 
 VERDICTS = [v.value for v in Verdict]
@@ -26,7 +27,10 @@ class CaseResult(BaseModel):
     task: str
     output: str
     checks: list[CheckResult]
-    judge: Judgement
+    judge: Judgement  # several judges: the combined view (the median score)
+    judges: dict[str, JudgeScore] = {}  # each judge's score, or its error
+    judge_spread: float | None = None  # max - min of the judges' scores (two judges or more)
+    has_tests: bool | None = None  # the case has executable tests (None: recorded before this was kept)
     score: float | None
     verdict: Verdict
     status: str
@@ -47,7 +51,8 @@ class Summary(BaseModel):
     run_id: str
     dataset: str
     model: str
-    judge_model: str
+    judge_model: str  # the judges, comma-separated
+    judge_models: list[str] = []
     rubric: str
     cases: int
     verdicts: dict[str, int]
@@ -67,6 +72,7 @@ class Summary(BaseModel):
     parent: str | None = None  # the run this one re-graded
     previous_run: str | None = None  # the latest earlier run of the same dataset, compared in compare-<id>.html
     isolation_missing: list[str] = []  # sandbox isolation that could not be applied (not root, no namespaces)
+    judge_agreement: JudgeAgreement | None = None  # the judge against the tests; None when no judge ran
 
 
 def assemble(
@@ -94,13 +100,16 @@ def assemble(
         output=generation.code,
         checks=checks,
         judge=judgement,
+        judges=judgement.panel,
+        judge_spread=judgement.spread,
+        has_tests=case.tests is not None,
         score=score.score,
         verdict=score.verdict,
         status=score.status,
         generation=generation,
         cost_usd={
             "generation": cost_usd(models[0], generation.usage, generation.batch) if generation.calls else 0.0,
-            "judge": cost_usd(models[1], judgement.usage, judgement.batch) if judgement.calls else 0.0,
+            "judge": judge_cost(judgement, models[1]),
         },
     )
 
@@ -108,8 +117,10 @@ def assemble(
 class SummaryBuilder:
     """A run's summary built from a stream of results in one pass, so 20,000 cases need no list."""
 
-    def __init__(self, model: str, judge_model: str):
-        self.model, self.judge_model = model, judge_model
+    def __init__(self, model: str, judge_model: str | list[str], judge_thresholds: dict[str, float] | None = None, pass_at: float = 8.0):
+        self.judge_models = [judge_model] if isinstance(judge_model, str) else list(judge_model)
+        self.model, self.judge_model = model, ", ".join(self.judge_models)
+        self.agreement = AgreementBuilder(self.judge_models, judge_thresholds, pass_at)
         self.cases = 0
         self.verdicts: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
@@ -135,7 +146,9 @@ class SummaryBuilder:
             self.isolation_missing.update(check.details.get("isolation_missing", []))
         g, j = r.generation, r.judge
         _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, self.model, g.batch)
-        _add(self.judging, j.calls, j.cached_calls, j.retries, j.usage, self.judge_model, j.batch)
+        for judge_model, part in r.judges.items() if r.judges else [(self.judge_models[0], j)]:  # priced per judge
+            _add(self.judging, part.calls, part.cached_calls, part.retries, part.usage, judge_model, part.batch)
+        self.agreement.add(r)
 
     def build(self, *, run_id: str, dataset: str, rubric: str) -> Summary:
         generation, judging = self.generation, self.judging
@@ -144,6 +157,7 @@ class SummaryBuilder:
             dataset=dataset,
             model=self.model,
             judge_model=self.judge_model,
+            judge_models=self.judge_models,
             rubric=rubric,
             cases=self.cases,
             verdicts=_full(self.verdicts),
@@ -157,9 +171,10 @@ class SummaryBuilder:
             total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
             cost_usd=None if None in (generation.cost_usd, judging.cost_usd) else round(generation.cost_usd + judging.cost_usd, 6),
             over_budget=self.statuses.get("OVER_BUDGET", 0),
-            small_local_judge=self.judge_model == LOCAL_MODEL and self.judged,
+            small_local_judge=LOCAL_MODEL in self.judge_models and self.judged,
             histogram=self.histogram,
             isolation_missing=sorted(self.isolation_missing),
+            judge_agreement=self.agreement.build(),
         )
 
 
