@@ -24,7 +24,7 @@ from tests.messages_api import Reply, prompt_of, request_kind, shape
 
 ROOT = Path(__file__).resolve().parent.parent
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-5"
-SEED_IDS = ["s3-list-buckets", "s3-upload-file", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
+SEED_IDS = [case.id for case in load_dataset(SEED)]  # the seed lesson's four cases
 BROKEN = {json.loads(line)["id"]: json.loads(line)["output"] for line in BROKEN_VARIANTS.read_text().splitlines() if line.strip()}
 # The tests pass every reference and fail every broken variant (proven by tests/test_dataset_quality.py).
 # Scripted scores per judge, in SEED_IDS order:
@@ -181,8 +181,8 @@ def test_calibrate_on_labels_then_a_run_uses_the_calibrated_threshold(cli_env, a
 
 
 def test_calibrate_without_labels_uses_each_reference_and_its_broken_variant(api, tmp_path, cache_dir, monkeypatch):
-    """The shipped labelled set: 47 references (correct) and 47 broken variants (incorrect). The
-    scripted judge gives 9 to every reference and to the 19 broken Python variants, 2 to the other 28."""
+    """The shipped labelled set: N references (correct) and N broken variants (incorrect). The
+    scripted judge gives 9 to every reference and to the P broken Python variants, 2 to the others."""
     monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(cache_dir))
     formats = {c.id: c.format for c in load_dataset(DATASET)}
     broken = {output.strip(): case_id for case_id, output in BROKEN.items()}
@@ -190,12 +190,19 @@ def test_calibrate_without_labels_uses_each_reference_and_its_broken_variant(api
     result = CliRunner().invoke(app, ["calibrate", "--judge-model", HAIKU, "--write", str(tmp_path / "c.json")])
     assert result.exit_code == 0, result.output
     calibration = Calibration.model_validate_json((tmp_path / "c.json").read_text())
-    assert calibration.items == 94 and calibration.labels == "shipped" and api.count("judge") == 94
-    # At >= 9 the table is 47 19 / 0 28: balanced (1 + 28/47) / 2 = 75/94; kappa 2 * 75/94 - 1 = 28/47.
+    n, p = len(formats), sum(1 for f in formats.values() if f == "python")
+    # A reference whose text is also another case's broken variant (the seed's bucket-name regex is the
+    # older case's pattern with dots) is scored 2 like that variant: r such references.
+    r = sum(1 for c in load_dataset(DATASET) if c.expected.strip() in broken and formats[broken[c.expected.strip()]] != "python")
+    assert calibration.items == 2 * n and calibration.labels == "shipped" and api.count("judge") == 2 * n
+    # At >= 9 the table is TP N-r, FN r / FP P, TN N-P; the classes are balanced (N each).
+    tp, fn, fp, tn = n - r, r, p, n - p
+    accuracy, chance = (tp + tn) / (2 * n), ((tp + fp) / (2 * n) + (fn + tn) / (2 * n)) / 2
     assert calibration.threshold == 9
-    assert calibration.at_best.balanced_accuracy == pytest.approx(75 / 94, abs=1e-4)
-    assert calibration.at_best.kappa == pytest.approx(28 / 47, abs=1e-4)
-    assert calibration.auc == pytest.approx(37.5 / 47)  # each reference beats 28, ties 19
+    assert calibration.at_best.balanced_accuracy == pytest.approx((tp / n + tn / n) / 2, abs=1e-4)
+    assert calibration.at_best.kappa == pytest.approx((accuracy - chance) / (1 - chance), abs=1e-4)
+    # A reference at 9 beats the N-P variants at 2 and ties the P at 9; one at 2 ties the N-P and loses to the P.
+    assert calibration.auc == pytest.approx(((n - r) * (n - p + p / 2) + r * (n - p) / 2) / n**2)
 
 
 def test_bad_labels_and_calibrations_are_refused_with_file_line_and_field(tmp_path, seed_outputs):

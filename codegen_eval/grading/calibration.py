@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from codegen_eval.dataset import Case, DatasetError, _describe, _read_jsonl
+from codegen_eval.dataset import Case, DatasetError, _describe, _read_bytes, _read_jsonl
 from codegen_eval.generation import recorded
 from codegen_eval.grading.judge import JudgeStatus, judge
 from codegen_eval.models.cache import CallCache
@@ -69,7 +69,7 @@ def load_labels(path: str | Path, cases: list[Case]) -> list[LabelledItem]:
     ids = {case.id for case in cases}
     problems: list[tuple[int, str]] = []
     items = []
-    for lineno, record in _read_jsonl(path, path.read_text(encoding="utf-8"), problems):
+    for lineno, record in _read_jsonl(path, _read_bytes(path), problems):
         try:
             item = LabelledItem.model_validate(record)
         except ValidationError as exc:
