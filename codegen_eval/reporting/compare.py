@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from math import comb
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 
 from codegen_eval.reporting.report import RESULTS
 from codegen_eval.reporting.results import Summary
+from codegen_eval.reporting.statistics import mcnemar_exact
 
 
 class CaseDelta(BaseModel):
@@ -45,15 +45,6 @@ class Comparison(BaseModel):
     regressions: int
     improvements: int
     mcnemar_p: float
-
-
-def mcnemar_exact(a_only_passes: int, b_only_passes: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs."""
-    n = a_only_passes + b_only_passes
-    if n == 0:
-        return 1.0
-    tail = sum(comb(n, k) for k in range(min(a_only_passes, b_only_passes) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def compare_runs(run_a: Path, run_b: Path) -> Comparison:
