@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -18,8 +18,12 @@ DEFAULT_OUT = "artifacts/runs"
 
 class RunConfig(BaseModel):
     dataset: str = DEFAULT_DATASET
-    model: str = Field(default_factory=default_model)  # Claude with a key, the embedded model without
-    judge_model: str | None = None  # None: the same as model
+    # The models that write code, each graded on every case; Claude with a key, the embedded model
+    # without. A single `model` (run.json files, deployments written before) is read as [model].
+    models: list[str] = Field(default_factory=lambda: [default_model()], min_length=1)
+    samples: int = Field(1, ge=1, le=100)  # answers per case and model (pass@k)
+    temperature: float | None = Field(None, ge=0, le=2)  # None: each backend's default (the local model: greedy)
+    judge_model: str | None = None  # None: the first of models
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
     judge: bool = True  # False (--no-judge): verdicts from the checks alone
     max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
@@ -38,11 +42,29 @@ class RunConfig(BaseModel):
     batch_size: int = Field(100, ge=1)
     scoring: ScoringConfig = ScoringConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _single_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" in data:
+            data = dict(data)
+            model = data.pop("model")
+            if "models" in data and data["models"] != [model]:
+                raise ValueError(f"both model ({model!r}) and models ({data['models']!r}) given: use models")
+            data["models"] = [model]
+        return data
+
     @model_validator(mode="after")
     def _judge_defaults_to_model(self) -> RunConfig:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"a model is named twice in models: {self.models}")
         if self.judge_model is None:
-            self.judge_model = self.model
+            self.judge_model = self.models[0]
         return self
+
+    @property
+    def label(self) -> str:
+        """The models as one name: artifact keys, messages."""
+        return "+".join(self.models)
 
 
 def regrade_config(

@@ -10,8 +10,8 @@ from codegen_eval.generation import Generation
 from codegen_eval.grading.sandbox import shared_sandbox
 
 
-@task(name="check", task_run_name="check-batch-{batch_index}")
-def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0) -> list[list[CheckResult]]:
+@task(name="check", task_run_name="check[{model}]-batch-{batch_index}")
+def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "") -> list[list[CheckResult]]:
     sandbox = shared_sandbox()
 
     def one(pair: tuple[Case, Generation]) -> list[CheckResult]:
