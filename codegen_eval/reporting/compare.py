@@ -2,6 +2,10 @@
 
 The paired test is McNemar's exact test on the shared cases' pass/fail outcomes: only the cases that
 changed carry information, and under "no difference" each change is equally likely to go either way.
+
+Results are paired by case (and candidate) and sample. Two single-model runs are paired whatever their
+models (comparing one model with another is what such a comparison is for); when either run has
+several models, the model is part of the pairing too, so each model is compared with itself.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import NamedTuple
 import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.reporting.report import RESULTS
+from codegen_eval.reporting.report import RESULTS, run_models
 from codegen_eval.reporting.results import Summary
 from codegen_eval.reporting.statistics import mcnemar_exact
 
@@ -48,7 +52,8 @@ class Comparison(BaseModel):
 
 
 def compare_runs(run_a: Path, run_b: Path) -> Comparison:
-    a, b = _outcomes(run_a), _outcomes(run_b)
+    by_model = len(run_models(run_a)) > 1 or len(run_models(run_b)) > 1
+    a, b = _outcomes(run_a, by_model), _outcomes(run_b, by_model)
     shared = [key for key in a if key in b]
     deltas = [_delta(a[key], b[key]) for key in shared]
     order = {"regression": 0, "improvement": 1, "changed": 2, "same": 3}
@@ -82,13 +87,15 @@ class Outcome(NamedTuple):
     score: float | None
 
 
-def _outcomes(run_dir: Path) -> dict[str, Outcome]:
+def _outcomes(run_dir: Path, by_model: bool) -> dict[str, Outcome]:
     outcomes = {}
     with (run_dir / RESULTS).open(encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 r = json.loads(line)
                 key = r["id"] + (f"#{r['cid']}" if r.get("cid") else "")
+                key += f" [{r.get('model')}]" if by_model else ""
+                key += f" sample {r['sample']}" if r.get("sample") else ""
                 outcomes[key] = Outcome(key, r["format"], r["difficulty"], r["verdict"], r["score"])
     return outcomes
 

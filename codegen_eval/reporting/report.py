@@ -165,6 +165,7 @@ def render_report(summary: Summary, results: list[CaseResult], page: Page | None
         rows = {key: grid[key] for key in dict.fromkeys(case_key(r) for r in results) if key in grid}
     return _env.get_template("report.html.j2").render(
         summary=summary, results=results, page=page, page_file=Page.filename, grid=rows, case_key=case_key,
+        ks=sorted({k for stats in summary.models.values() for k in stats.pass_at_k}, key=int),
     )
 
 
