@@ -124,13 +124,14 @@ def summarize_run(
     model grid; results.csv and the JUnit test cases are written on the way (each pass parses every
     case: keep them few)."""
     builder, first = SummaryBuilder(model, judge_model, models, samples, temperature), []
+    several = len(models or [model]) > 1
     with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f, (run_dir / _JUNIT_CASES).open("w", encoding="utf-8") as cases:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for r in iter_results(run_dir):
             builder.add(r)
             writer.writerow(_csv_row(r))
-            cases.write(ElementTree.tostring(_testcase(r), encoding="unicode") + "\n")
+            cases.write(ElementTree.tostring(_testcase(r, several), encoding="unicode") + "\n")
             if len(first) < table_rows:
                 first.append(r)
     return builder.build(run_id=run_id, dataset=dataset, rubric=rubric), first, builder.grid
@@ -205,8 +206,9 @@ def write_junit(run_dir: Path, summary: Summary) -> Path:
     return path
 
 
-def _testcase(r: CaseResult) -> ElementTree.Element:
-    name = r.id + (f"#{r.cid}" if r.cid else "") + (f" [{r.model}]" if r.model else "") + (f" sample {r.sample}" if r.sample else "")
+def _testcase(r: CaseResult, with_model: bool = False) -> ElementTree.Element:
+    """A JUnit test case, named by case (a single-model run's names are as they always were)."""
+    name = r.id + (f"#{r.cid}" if r.cid else "") + (f" [{r.model}]" if with_model else "") + (f" sample {r.sample}" if r.sample else "")
     case = ElementTree.Element("testcase", classname=f"{r.format}.{r.difficulty}", name=name)
     if r.verdict.value in ("FAIL", "PARTIAL"):
         failed = next((c for c in r.checks if c.gate and not c.passed), None)
