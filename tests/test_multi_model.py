@@ -76,6 +76,8 @@ def test_two_models_five_samples_leaderboard_and_cache(run, api):
     html = (run_dir / "report.html").read_text()
     assert html.index('id="leaderboard"') < html.index('id="grid"') < html.index("<h2>Charts</h2>")
     assert ">3/5</td>" in html and 'id="pairwise"' in html
+    junit = (run_dir / "junit.xml").read_text()
+    assert f'name="regex-s3-bucket-name [{SONNET}] sample 1"' in junit and 'tests="40"' in junit
 
     api.reset()
     again = summary_of(run(models=MODELS, samples=5))

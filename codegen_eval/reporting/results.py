@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from statistics import fmean, median
 
 from pydantic import BaseModel
@@ -153,14 +154,16 @@ def assemble(
     )
 
 
-class CaseOutcome(BaseModel):
-    """One case's samples for one model: how many, how many passed, and the verdicts in sample order."""
+@dataclass(slots=True)
+class CaseOutcome:
+    """One case's samples for one model: how many, how many passed, and the verdicts in sample order.
+    A plain slotted class: a 20,000-case run keeps one per case and model."""
 
     format: str
     difficulty: str
     n: int = 0
     passed: int = 0
-    verdicts: list[str] = []
+    verdicts: list[str] = field(default_factory=list)
 
     @property
     def share(self) -> float:
