@@ -51,8 +51,8 @@ MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making cal
 @app.command()
 def run(
     dataset: Dataset = Path(DEFAULT_DATASET),
-    model: Annotated[Optional[str], typer.Option(help="Model that writes the code; 'local' is the embedded model.")] = None,
-    judge_model: JudgeModel = None,
+    model: Annotated[Optional[list[str]], typer.Option(help="Model that writes the code; 'local' is the embedded model. Repeat for several.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="Model that grades; defaults to the first --model.")] = None,
     rubric: Rubric = None,
     out: Out = Path(DEFAULT_OUT),
     concurrency: Concurrency = 8,
@@ -68,18 +68,22 @@ def run(
     max_attempts: Annotated[int, typer.Option(min=1, help="Tries per call on 429, 529, 5xx and timeouts.")] = 6,
     task_runner: Annotated[str, typer.Option(help="thread, or dask (a LocalCluster, or --dask-address).")] = "thread",
     dask_address: Annotated[Optional[str], typer.Option(help="A running Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
+    samples: Annotated[int, typer.Option(min=1, max=100, help="Answers per case and model (pass@k).")] = 1,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Sampling temperature where the backend takes one (not the Claude API).")] = None,
     calibration: Calibration = None,
 ) -> None:
-    """Evaluate a model on a dataset; prints the run directory as the last line."""
-    model = model or default_model()
-    config = _config(dataset, model, judge_model or [model], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
+    """Evaluate one or more models on a dataset; prints the run directory as the last line."""
+    models = model or [default_model()]
+    if len(set(models)) != len(models):
+        _fail(f"--model: a model is given twice: {' '.join(models)}")
+    config = _config(dataset, models[0], judge_model or [models[0]], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     config = _calibrated(config, calibration)
-    update = {"max_cost_usd": max_cost, "use_batch": batch, "timeout_s": timeout, "max_attempts": max_attempts,
-              "task_runner": task_runner, "dask_address": dask_address}
+    update = {"models": models, "samples": samples, "temperature": temperature, "max_cost_usd": max_cost, "use_batch": batch,
+              "timeout_s": timeout, "max_attempts": max_attempts, "task_runner": task_runner, "dask_address": dask_address}
     if retry_errors:
-        last = latest_run(out, str(dataset), model)
+        last = latest_run(out, str(dataset), models)
         if last is None:
-            _fail(f"--retry-errors: no earlier run of {dataset} with {model} in {out}")
+            _fail(f"--retry-errors: no earlier run of {dataset} with {' '.join(models)} in {out}")
         update["retry_errors_of"] = str(last)
     try:
         config = RunConfig.model_validate({**config.model_dump(), **update})
@@ -289,28 +293,51 @@ def _execute(config: RunConfig, fail_under: float | None = None) -> None:
 
 
 def _print_summary(run_dir: Path) -> float:
-    """Verdicts, calls, tokens and cost on stderr, so stdout stays the run directory alone."""
-    from rich.table import Table
-
+    """Verdicts, models, calls, tokens and cost on stderr, so stdout stays the run directory alone."""
     from codegen_eval.reporting.results import Summary
 
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
+    for line in summary_lines(summary):
+        err.print(line)
+    return summary.pass_rate
+
+
+def summary_lines(summary) -> list:
+    """The CLI's summary as rich renderables, each within 80 columns: a line per model (pass rate, its
+    95 % interval, pass@k, cost), then calls per stage."""
+    from rich.table import Table
+
     verdicts = "  ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
-    table = Table(title=f"{summary.cases} cases · {verdicts} · pass rate {summary.pass_rate:.0%}", title_justify="left")
-    for column in ("stage", "calls made", "from cache", "retries", "input tokens", "output tokens", "cost USD"):
+    lines: list = [Text(f"{summary.cases} results · {verdicts} · pass rate {summary.pass_rate:.0%}")]
+    ks = sorted({k for stats in summary.models.values() for k in stats.pass_at_k}, key=int)
+    models = Table(box=None, pad_edge=False)
+    for column in ("model", "cases", "pass", "95% CI", *(f"pass@{k}" for k in ks), "cost USD"):
+        models.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+    for model, stats in summary.models.items():
+        low, high = stats.pass_rate_ci95
+        cost = f"{stats.cost_usd:.4f}" if stats.cost_usd is not None else "unknown"
+        at_k = [f"{stats.pass_at_k[k]:.2f}" if k in stats.pass_at_k else "–" for k in ks]
+        models.add_row(model, str(stats.cases), f"{stats.pass_rate:.0%}", f"{low:.0%}–{high:.0%}", *at_k, cost)
+    lines.append(models)
+    if summary.temperature is not None:
+        ignored = [m for m, stats in summary.models.items() if stats.temperature is None]
+        if ignored:
+            lines.append(Text(f"temperature {summary.temperature} not applied (the backend takes none): {', '.join(ignored)}"))
+    table = Table(box=None, pad_edge=False)
+    for column in ("stage", "calls", "cached", "retries", "tokens in", "tokens out", "cost USD"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
         cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
         table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.retries), str(stage.input_tokens), str(stage.output_tokens), cost)
-    err.print(table)
+    lines.append(table)
     if summary.over_budget:
-        err.print(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow")
+        lines.append(Text(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow"))
     if summary.judge_agreement is not None:
         from codegen_eval.reporting.agreement import describe
 
         style = "yellow" if summary.judge_agreement.low_information else ""
-        err.print(Text("\n".join(describe(summary.judge_agreement)), style=style), soft_wrap=True, highlight=False)
-    return summary.pass_rate
+        lines.append(Text("\n".join(describe(summary.judge_agreement)), style=style))
+    return lines
 
 
 def _preflight(config: RunConfig) -> int:
@@ -324,13 +351,14 @@ def _preflight(config: RunConfig) -> int:
             total = len(previous_generations(config.regrade_of, load_dataset(config.dataset)))
         else:  # the ids suffice: the run itself streams the cases
             ids = dataset_ids(config.dataset)
-            total = len(errored_ids(config.retry_errors_of)) if config.retry_errors_of else len(ids)
+            cases = len(errored_ids(config.retry_errors_of)) if config.retry_errors_of else len(ids)
+            total = cases * len(config.models) * config.samples
         if config.rubric:
             _check_rubric(config.rubric)
         models = set(config.judge_models) if config.judge else set()
         if not (config.outputs or config.regrade_of):
-            models.add(config.model)
-        for model in models:
+            models.update(config.models)
+        for model in sorted(models):
             get_backend(model)
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")

@@ -18,9 +18,13 @@ DEFAULT_OUT = "artifacts/runs"
 
 class RunConfig(BaseModel):
     dataset: str = DEFAULT_DATASET
-    model: str = Field(default_factory=default_model)  # Claude with a key, the embedded model without
+    # The models that write code, each graded on every case; Claude with a key, the embedded model
+    # without. A single `model` (run.json files, deployments written before) is read as [model].
+    models: list[str] = Field(default_factory=lambda: [default_model()], min_length=1)
+    samples: int = Field(1, ge=1, le=100)  # answers per case and model (pass@k)
+    temperature: float | None = Field(None, ge=0, le=2)  # None: each backend's default (the local model: greedy)
     # Models that grade; several: each grades each case, the case's judge score is their median.
-    # Empty: the same as model. The single `judge_model` of older run.json files and deployments is accepted.
+    # Empty: the first of models. The single `judge_model` of older run.json files and deployments is accepted.
     judge_models: list[str] = Field(default_factory=list)
     # Judge model -> the score at which it passes a case, from `codegen-eval calibrate` (--calibration).
     # Used where the judge is measured against the tests (judge_agreement), not in scoring.
@@ -46,18 +50,26 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_judge_model(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "judge_model" in data:
+    def _single_models(cls, data: Any) -> Any:
+        """Older run.json files and deployments name one `model` and one `judge_model`."""
+        if isinstance(data, dict) and ("model" in data or "judge_model" in data):
             data = dict(data)
-            single = data.pop("judge_model")
+            if "model" in data:
+                model = data.pop("model")
+                if "models" in data and data["models"] != [model]:
+                    raise ValueError(f"both model ({model!r}) and models ({data['models']!r}) given: use models")
+                data["models"] = [model]
+            single = data.pop("judge_model", None)
             if single and not data.get("judge_models"):
                 data["judge_models"] = [single]
         return data
 
     @model_validator(mode="after")
     def _judge_defaults_to_model(self) -> RunConfig:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"a model is named twice in models: {self.models}")
         if not self.judge_models:
-            self.judge_models = [self.model]
+            self.judge_models = [self.models[0]]
         if len(set(self.judge_models)) != len(self.judge_models):
             raise ValueError(f"judge models named twice: {', '.join(self.judge_models)}")
         return self
@@ -66,6 +78,11 @@ class RunConfig(BaseModel):
     def judge_model(self) -> str:
         """The first (or only) judge."""
         return self.judge_models[0]
+
+    @property
+    def label(self) -> str:
+        """The models as one name: artifact keys, messages."""
+        return "+".join(self.models)
 
 
 def regrade_config(

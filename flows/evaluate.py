@@ -1,5 +1,5 @@
-"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge -> record;
-then the report is built from what was recorded.
+"""The evaluation flow: wiring only. Each batch of cases goes generate -> check -> judge -> record,
+once per model (tasks named with it); then the report is built from what was recorded.
 
 With `config.outputs`, recorded outputs stand in for generation (`codegen-eval grade`); with
 `config.regrade_of`, an earlier run's outputs do (`codegen-eval regrade`): no generation call either way.
@@ -15,9 +15,10 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque as _opaque
 
 from codegen_eval.config import RunConfig
-from codegen_eval.dataset import batches
+from codegen_eval.dataset import Case, batches
+from codegen_eval.generation import Generation
 from tasks.check import check_batch, sandbox_self_test
-from tasks.dataset import plan, validate_dataset
+from tasks.dataset import Item, plan, validate_dataset
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
 from tasks.report import record_batch, report, start_run
@@ -43,20 +44,36 @@ def evaluate(config: RunConfig) -> str:
     opaque = _opaque if config.task_runner == "thread" else _as_is
     settings = opaque(config)
     for index, batch in enumerate(batches(items, config.batch_size)):
-        batch_cases = opaque([case for case, _ in batch])
-        if config.outputs or config.regrade_of:
-            generations = [generation for _, generation in batch]
-        else:
-            generations = generate_batch.submit(batch_cases, settings, run_dir, index)
-        checks = check_batch.submit(batch_cases, opaque(generations), index)
-        judgements = judge_batch.submit(batch_cases, opaque(generations), settings, run_dir, index)
-        recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index)
-        in_flight.append((generations, checks, judgements, recorded))
-        if len(in_flight) >= IN_FLIGHT_BATCHES:
-            _wait(in_flight.popleft())
+        for model, cases, given in _per_model(config, batch):  # one chain of tasks per (model, batch)
+            batch_cases = opaque(cases)
+            if given is None:
+                generations = generate_batch.submit(opaque([case for case, _ in batch]), settings, run_dir, index, model)
+            else:
+                generations = given
+            checks = check_batch.submit(batch_cases, opaque(generations), index, model)
+            judge = judge_batch.with_options(task_run_name=f"judge[{model}]-batch-{index}")
+            judgements = judge.submit(batch_cases, opaque(generations), settings, run_dir, index)
+            recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index, model)
+            in_flight.append((generations, checks, judgements, recorded))
+            if len(in_flight) >= IN_FLIGHT_BATCHES:
+                _wait(in_flight.popleft())
     while in_flight:
         _wait(in_flight.popleft())
     return report(run_dir, config, order, round(time.perf_counter() - started, 3))
+
+
+def _per_model(config: RunConfig, batch: list[Item]) -> list[tuple[str, list[Case], list[Generation] | None]]:
+    """A batch as (model, cases, outputs) per model. Cases to generate appear once per sample, as the
+    generate task returns them; given outputs (recorded, or an earlier run's) are grouped by their model."""
+    if config.outputs or config.regrade_of:
+        groups: dict[str, tuple[list[Case], list[Generation]]] = {}
+        for case, generation in batch:
+            cases, generations = groups.setdefault(generation.model or config.models[0], ([], []))
+            cases.append(case)
+            generations.append(generation)
+        return [(model, cases, generations) for model, (cases, generations) in groups.items()]
+    cases = [case for case, _ in batch for _ in range(config.samples)]
+    return [(model, cases, None) for model in config.models]
 
 
 def _as_is(value):

@@ -18,8 +18,8 @@ def sandbox_self_test() -> None:
     ensure_sandbox_works(shared_sandbox())
 
 
-@task(name="check", task_run_name="check-batch-{batch_index}")
-def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0) -> list[list[CheckResult]]:
+@task(name="check", task_run_name="check[{model}]-batch-{batch_index}")
+def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "") -> list[list[CheckResult]]:
     sandbox = shared_sandbox()
 
     def one(pair: tuple[Case, Generation]) -> list[CheckResult]:

@@ -12,22 +12,26 @@ from codegen_eval.models.strategies import strategy_for
 from tasks import call_policy, finish, open_cache, pool_size
 
 
-@task(name="generate", task_run_name="generate-batch-{batch_index}")
-def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0):
+@task(name="generate", task_run_name="generate[{model}]-batch-{batch_index}")
+def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0, model: str = ""):
+    """`config.samples` answers from `model` per case, case by case: [case 0 sample 0, case 0 sample 1, ...]."""
+    model = model or config.models[0]
     cache = open_cache(config.cache_dir)
     policy = call_policy(config, run_dir)
+    units = [(case, sample) for case in cases for sample in range(config.samples)]
     fetched: set[str] = set()
     if config.use_batch:
-        strategy = strategy_for(config.model, cache)
-        requests = [generation_request(case, config.model, strategy) for case in cases]
+        strategy = strategy_for(model, cache)
+        requests = [generation_request(case, model, strategy, sample, config.temperature) for case, sample in units]
         fetched = prefetch(requests, cache, "generate", accept_generation)
 
-    def one(case: Case) -> Generation:
-        generation = generate(case, config.model, cache, policy)
+    def one(unit: tuple[Case, int]) -> Generation:
+        case, sample = unit
+        generation = generate(case, model, cache, policy, sample, config.temperature)
         if generation.key in fetched:  # paid for in this run's batch, not an earlier run's cache
             generation.cached, generation.calls, generation.batch = False, 1, True
         progress.advance("generate")
         return generation
 
-    generations = run_concurrently(one, cases, pool_size(config))
+    generations = run_concurrently(one, units, pool_size(config))
     return finish(generations, all(g.cached for g in generations))

@@ -15,14 +15,14 @@ from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.reporting.agreement import describe
 from codegen_eval.reporting.compare import write_comparison
-from codegen_eval.reporting.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
+from codegen_eval.reporting.report import ResultKey, append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
 
 
 @task(name="start-run")
 def start_run(config: RunConfig, total: int) -> str:
     run_dir = str(create_run_dir(config.out, config.model_dump(mode="json")))
-    artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.model)}", description=f"Cases graded in run {Path(run_dir).name}")
+    artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.label)}", description=f"Cases graded in run {Path(run_dir).name}")
     (Path(run_dir) / _PROGRESS).write_text(json.dumps({"artifact_id": str(artifact), "total": total}), encoding="utf-8")
     return run_dir
 
@@ -47,14 +47,14 @@ def advance_progress(run_dir: str, cases: int) -> None:
     update_progress_artifact(UUID(progress["artifact_id"]), round(100 * min(done, progress["total"]) / max(progress["total"], 1), 1))
 
 
-@task(name="record", task_run_name="record-batch-{batch_index}")
+@task(name="record", task_run_name="record[{model}]-batch-{batch_index}")
 def record_batch(
     cases: list[Case], generations: list[Generation], checks: list[list[CheckResult]], judgements: list[Judgement],
-    config: RunConfig, run_dir: str, batch_index: int = 0,
+    config: RunConfig, run_dir: str, batch_index: int = 0, model: str = "",
 ) -> int:
-    """Score a batch and append it to results.jsonl at once; returns the number of cases recorded."""
+    """Score a batch and append it to results.jsonl at once; returns the number of results recorded."""
     results = [
-        assemble(case, generation, case_checks, judgement, config.scoring, (config.model, config.judge_model))
+        assemble(case, generation, case_checks, judgement, config.scoring, (model or config.models[0], config.judge_model))
         for case, generation, case_checks, judgement in zip(cases, generations, checks, judgements, strict=True)
     ]
     append_results(Path(run_dir), results)
@@ -63,22 +63,23 @@ def record_batch(
 
 
 @task(name="report")
-def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]], wall_seconds: float | None = None) -> str:
+def report(run_dir: str, config: RunConfig, order: list[ResultKey], wall_seconds: float | None = None) -> str:
     """Summary, CSV, JUnit and HTML from results.jsonl, streamed: memory does not grow with the run."""
     path = Path(run_dir)
     if config.retry_errors_of:
         order = carry_over(config.retry_errors_of, path)
     order_results(path, order)
-    summary, first = summarize_run(
-        path, run_id=path.name, dataset=config.dataset, model=config.model, judge_model=config.judge_models,
+    summary, first, grid = summarize_run(
+        path, run_id=path.name, dataset=config.dataset, model=config.label, judge_model=config.judge_models,
         rubric=config.rubric or DEFAULT_RUBRIC.name, table_rows=TABLE_ROWS,
         judge_thresholds=config.judge_thresholds, pass_at=config.scoring.pass_at,
+        models=config.models, samples=config.samples, temperature=config.temperature,
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
     previous = latest_run(path.parent, config.dataset, before=path.name)
     summary.previous_run = previous.name if previous else None
-    report_path = write_run(path, summary)
+    report_path = write_run(path, summary, grid)
     if previous is not None:  # link the report to what changed since the last run of this dataset
         write_comparison(previous, path)
     _publish(summary, first, report_path)
@@ -92,7 +93,7 @@ def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> 
     """Prefect artifacts, keyed per dataset and model so the UI versions them run after run."""
     key = _key(summary.dataset, summary.model)
     rows = [
-        {"id": r.id, "format": r.format, "difficulty": r.difficulty, "score": r.score, "verdict": r.verdict.value, "status": r.status}
+        {"id": r.id, "model": r.model, "sample": r.sample, "format": r.format, "difficulty": r.difficulty, "score": r.score, "verdict": r.verdict.value, "status": r.status}
         for r in results
     ]
     more = f" (first {TABLE_ROWS} of {summary.cases}; all in results.csv)" if summary.cases > TABLE_ROWS else ""
@@ -103,8 +104,16 @@ def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> 
 def summary_markdown(summary: Summary, report_path: Path) -> str:
     """The run at a glance for the Prefect UI: verdicts, pass rates by group, calls, tokens, cost."""
     counts = " · ".join(f"{v} {n}" for v, n in summary.verdicts.items())
-    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} cases · {counts} · pass rate {summary.pass_rate:.0%}", "",
-             "| group | cases | pass rate |", "| --- | --- | --- |"]
+    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} cases · {counts} · pass rate {summary.pass_rate:.0%}", ""]
+    ks = sorted({k for stats in summary.models.values() for k in stats.pass_at_k}, key=int)
+    lines += ["| model | cases | pass rate | 95 % CI | " + " | ".join(f"pass@{k}" for k in ks) + " | cost USD |",
+              "| --- " * (5 + len(ks)) + "|"]
+    for model, stats in summary.models.items():
+        low, high = stats.pass_rate_ci95
+        cost = f"{stats.cost_usd:.4f}" if stats.cost_usd is not None else "unknown"
+        at_k = " | ".join(f"{stats.pass_at_k[k]:.2f}" if k in stats.pass_at_k else "–" for k in ks)
+        lines.append(f"| {model} | {stats.cases} | {stats.pass_rate:.0%} | {low:.0%}–{high:.0%} | {at_k} | {cost} |")
+    lines += ["", "| group | cases | pass rate |", "| --- | --- | --- |"]
     for group in (summary.by_format, summary.by_difficulty):
         for name, verdicts in group.items():
             total = sum(verdicts.values())

@@ -61,7 +61,7 @@ def run(prefect_api, api, tmp_path, cache_dir):
     from flows.evaluate import evaluate
 
     def run_once(model: str = CLAUDE, **overrides) -> Path:
-        settings = {"dataset": str(SEED), "model": model, "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
+        settings = {"dataset": str(SEED), "models": [model], "out": str(tmp_path / "runs"), "cache_dir": str(cache_dir)}
         return Path(evaluate(RunConfig(**{**settings, **overrides})))
 
     return run_once

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from codegen_eval.cli import app
-from codegen_eval.reporting.compare import compare_runs, mcnemar_exact
+from codegen_eval.reporting.compare import compare_runs
+from codegen_eval.reporting.statistics import mcnemar_exact
 from tests.conftest import CLAUDE, SEED, stored_calls
 from tests.messages_api import REGEX_PROMPT, Reply, seed_responder
 

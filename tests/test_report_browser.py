@@ -45,7 +45,8 @@ def test_report_renders_charts_and_filters_rows(run, api, browser, tmp_path):
     api.responder = partial_regex
     after = run(cache_dir=str(tmp_path / "cache-2"))
     page, problems = open_page(browser, after / "report.html")
-    assert page.locator("svg").count() == 3
+    assert page.locator(".charts svg").count() == 3
+    assert page.locator("#leaderboard tr.model-row").count() == 1 and page.locator("#grid").count() == 0  # one model, one sample
     rows = page.locator("details.case")
     assert rows.count() == 4 and page.locator("details.case:visible").count() == 4
     page.select_option("select[data-filter=verdict]", "PARTIAL")
@@ -60,3 +61,30 @@ def test_report_renders_charts_and_filters_rows(run, api, browser, tmp_path):
     comparison, problems = open_page(browser, write_comparison(before, after))
     assert comparison.locator("tr.regression").count() == 1 and problems == []
     comparison.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+    print("screenshots:", tmp_path)
+
+
+def test_multi_model_report_leaderboard_grid_and_filters(run, api, browser, tmp_path):
+    from tests.test_multi_model import MODELS, SONNET, flaky_sonnet
+
+    api.responder = flaky_sonnet()
+    run_dir = run(models=MODELS, samples=5, temperature=0.7)
+    page, problems = open_page(browser, run_dir / "report.html")
+    board = page.locator("#leaderboard tr.model-row")
+    assert board.count() == 2 and board.nth(0).get_attribute("data-model") == MODELS[0]  # best first
+    sonnet = page.locator(f'#leaderboard tr[data-model="{SONNET}"]').inner_text()
+    assert "90.0%" in sonnet and "0.900" in sonnet and "1.000" in sonnet and "0.750" in sonnet  # rate, pass@1, pass@5, pass^5
+    assert page.locator("#temperature-note").is_visible() and page.locator("#pairwise tr").count() == 2
+    assert page.locator("tr.grid-row").count() == 4 and page.locator("#grid td.share-3").inner_text() == "3/5"
+    page.select_option("select[data-grid-filter=outcome]", "mixed")
+    assert page.locator("tr.grid-row:visible").count() == 1 and page.inner_text("#grid-shown") == "1 shown"
+    assert "regex-s3-bucket-name" in page.locator("tr.grid-row:visible").inner_text()
+    page.select_option("select[data-filter=model]", SONNET)
+    page.select_option("select[data-filter=verdict]", "PARTIAL")
+    assert page.locator("details.case:visible").count() == 2  # sonnet's two broken regex samples
+    shot = tmp_path / "multi.png"
+    page.screenshot(path=str(shot), full_page=True)
+    page.locator("#leaderboard").screenshot(path=str(tmp_path / "leaderboard.png"))
+    page.locator("#grid").screenshot(path=str(tmp_path / "grid.png"))
+    assert shot.stat().st_size > 10_000 and problems == []
+    print("screenshots:", tmp_path)

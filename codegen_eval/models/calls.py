@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,8 +59,16 @@ def cached_call(
     if budget and not budget.reserve(estimate):
         return CallResult(key=key, cached=False, error="not made: the --max-cost budget would be exceeded", over_budget=True)
     retries = 0
+
+    def attempt() -> ModelResponse:
+        started = time.perf_counter()
+        response = backend.complete(request, policy.timeout_s)
+        if response.latency_s is not None:  # the backend timed itself (the local model queues on a lock)
+            return response
+        return response.model_copy(update={"latency_s": round(time.perf_counter() - started, 3)})
+
     try:
-        response, retries = with_retries(lambda: backend.complete(request, policy.timeout_s), policy.limiter, policy.max_attempts)
+        response, retries = with_retries(attempt, policy.limiter, policy.max_attempts)
     except BackendError as exc:
         if budget:
             budget.settle(estimate, 0.0)

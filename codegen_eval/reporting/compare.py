@@ -2,21 +2,25 @@
 
 The paired test is McNemar's exact test on the shared cases' pass/fail outcomes: only the cases that
 changed carry information, and under "no difference" each change is equally likely to go either way.
+
+Results are paired by case (and candidate) and sample. Two single-model runs are paired whatever their
+models (comparing one model with another is what such a comparison is for); when either run has
+several models, the model is part of the pairing too, so each model is compared with itself.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from math import comb
 from pathlib import Path
 from typing import NamedTuple
 
 import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.reporting.report import RESULTS
+from codegen_eval.reporting.report import RESULTS, run_models
 from codegen_eval.reporting.results import Summary
+from codegen_eval.reporting.statistics import mcnemar_exact
 
 
 class CaseDelta(BaseModel):
@@ -47,17 +51,9 @@ class Comparison(BaseModel):
     mcnemar_p: float
 
 
-def mcnemar_exact(a_only_passes: int, b_only_passes: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs."""
-    n = a_only_passes + b_only_passes
-    if n == 0:
-        return 1.0
-    tail = sum(comb(n, k) for k in range(min(a_only_passes, b_only_passes) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def compare_runs(run_a: Path, run_b: Path) -> Comparison:
-    a, b = _outcomes(run_a), _outcomes(run_b)
+    by_model = len(run_models(run_a)) > 1 or len(run_models(run_b)) > 1
+    a, b = _outcomes(run_a, by_model), _outcomes(run_b, by_model)
     shared = [key for key in a if key in b]
     deltas = [_delta(a[key], b[key]) for key in shared]
     order = {"regression": 0, "improvement": 1, "changed": 2, "same": 3}
@@ -91,13 +87,15 @@ class Outcome(NamedTuple):
     score: float | None
 
 
-def _outcomes(run_dir: Path) -> dict[str, Outcome]:
+def _outcomes(run_dir: Path, by_model: bool) -> dict[str, Outcome]:
     outcomes = {}
     with (run_dir / RESULTS).open(encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 r = json.loads(line)
                 key = r["id"] + (f"#{r['cid']}" if r.get("cid") else "")
+                key += f" [{r.get('model')}]" if by_model else ""
+                key += f" sample {r['sample']}" if r.get("sample") else ""
                 outcomes[key] = Outcome(key, r["format"], r["difficulty"], r["verdict"], r["score"])
     return outcomes
 

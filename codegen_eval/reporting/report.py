@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.reporting.results import CaseResult, Summary, SummaryBuilder
+from codegen_eval.reporting.results import CaseResult, Grid, Summary, SummaryBuilder, case_key
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("codegen_eval", "templates"),
@@ -46,32 +46,53 @@ def append_results(run_dir: Path, results: list[CaseResult]) -> None:
 
 
 def iter_results(run_dir: Path) -> Iterator[CaseResult]:
+    """A run's results; rows written before runs had several models get their run's one model."""
     path = Path(run_dir) / RESULTS
     if not path.exists():
         return
+    default_model = None
     with path.open(encoding="utf-8") as f:
         for line in f:
             if line.strip():
-                yield CaseResult.model_validate_json(line)
+                result = CaseResult.model_validate_json(line)
+                if result.model is None:
+                    default_model = default_model or run_models(run_dir)[0]
+                    result.model = result.generation.model = default_model
+                yield result
+
+
+def run_models(run_dir: str | Path) -> list[str]:
+    """The models a run directory's run.json names (`models`, or an older run's single `model`)."""
+    try:
+        settings = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [""]
+    return list(settings.get("models") or [settings.get("model", "")])
 
 
 def load_results(run_dir: Path) -> list[CaseResult]:
     return list(iter_results(run_dir))
 
 
-def result_key(result: CaseResult | dict) -> tuple[str, str | None]:
-    """A result's identity in a run: the case, and the candidate when several outputs grade one case."""
-    return (result.id, result.cid) if isinstance(result, CaseResult) else (result["id"], result.get("cid"))
+ResultKey = tuple[str, str | None, str | None, int]
 
 
-def order_results(run_dir: Path, order: list[tuple[str, str | None]]) -> None:
+def result_key(result: CaseResult | dict) -> ResultKey:
+    """A result's identity in a run: the case, the candidate when several recorded outputs grade one
+    case, the model and the sample."""
+    if isinstance(result, CaseResult):
+        return (result.id, result.cid, result.model, result.sample)
+    return (result["id"], result.get("cid"), result.get("model"), result.get("sample", 0))
+
+
+def order_results(run_dir: Path, order: list[ResultKey]) -> None:
     """Rewrite results.jsonl in `order` (batches append in the order they finish).
 
     Only offsets are held in memory; a key written twice (a retried task) keeps its last line, and
     lines whose key is not in `order` keep their place after the ordered ones.
     """
     path = Path(run_dir) / RESULTS
-    offsets: dict[tuple[str, str | None], tuple[int, int]] = {}
+    offsets: dict[ResultKey, tuple[int, int]] = {}
     with path.open("rb") as f:
         position = 0
         for line in f:
@@ -98,31 +119,33 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
 def summarize_run(
     run_dir: Path, *, run_id: str, dataset: str, model: str, judge_model: str | list[str], rubric: str, table_rows: int = 0,
     judge_thresholds: dict[str, float] | None = None, pass_at: float = 8.0,
-) -> tuple[Summary, list[CaseResult]]:
-    """One pass over results.jsonl: the run's summary, and its first `table_rows` results; results.csv
-    and the JUnit test cases are written on the way (each pass parses every case: keep them few).
-    `judge_thresholds` (calibrated, per judge) and `pass_at` set where a judge passes a case when it
-    is measured against the tests."""
-    builder, first = SummaryBuilder(model, judge_model, judge_thresholds, pass_at), []
+    models: list[str] | None = None, samples: int = 1, temperature: float | None = None,
+) -> tuple[Summary, list[CaseResult], Grid]:
+    """One pass over results.jsonl: the run's summary, its first `table_rows` results and the case x
+    model grid; results.csv and the JUnit test cases are written on the way (each pass parses every
+    case: keep them few). `judge_thresholds` (calibrated, per judge) and `pass_at` set where a judge
+    passes a case when it is measured against the tests."""
+    builder, first = SummaryBuilder(model, judge_model, judge_thresholds, pass_at, models, samples, temperature), []
+    several = len(models or [model]) > 1
     with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as f, (run_dir / _JUNIT_CASES).open("w", encoding="utf-8") as cases:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for r in iter_results(run_dir):
             builder.add(r)
             writer.writerow(_csv_row(r))
-            cases.write(ElementTree.tostring(_testcase(r), encoding="unicode") + "\n")
+            cases.write(ElementTree.tostring(_testcase(r, several), encoding="unicode") + "\n")
             if len(first) < table_rows:
                 first.append(r)
-    return builder.build(run_id=run_id, dataset=dataset, rubric=rubric), first
+    return builder.build(run_id=run_id, dataset=dataset, rubric=rubric), first, builder.grid
 
 
-CSV_COLUMNS = ["id", "cid", "format", "difficulty", "verdict", "status", "score", "judge_score", "strategy", "cost_usd", "retries"]
+CSV_COLUMNS = ["id", "cid", "model", "sample", "format", "difficulty", "verdict", "status", "score", "judge_score", "strategy", "cost_usd", "retries"]
 
 
 def _csv_row(r: CaseResult) -> list:
     judge_score = r.judge.verdict.score if r.judge.verdict else None
     costs = [c for c in r.cost_usd.values() if c is not None]
-    return [r.id, r.cid or "", r.format, r.difficulty, r.verdict.value, r.status, r.score, judge_score,
+    return [r.id, r.cid or "", r.model or "", r.sample, r.format, r.difficulty, r.verdict.value, r.status, r.score, judge_score,
             r.generation.strategy or "recorded", round(sum(costs), 6) if costs else "", r.generation.retries + r.judge.retries]
 
 
@@ -136,27 +159,35 @@ class Page(BaseModel):
         return "report.html" if number == 1 else f"report-p{number}.html"
 
 
-def render_report(summary: Summary, results: list[CaseResult], page: Page | None = None) -> str:
+def render_report(summary: Summary, results: list[CaseResult], page: Page | None = None, grid: Grid | None = None) -> str:
+    """One report page. The case x model grid shows this page's cases (when the run has several models
+    or samples), so a paged run's grid is paged with its cases."""
     page = page or Page(number=1, count=1, first=0)
-    return _env.get_template("report.html.j2").render(summary=summary, results=results, page=page, page_file=Page.filename, page_size=PAGE_SIZE)
+    rows: Grid = {}
+    if grid and (len(summary.models) > 1 or summary.samples > 1):
+        rows = {key: grid[key] for key in dict.fromkeys(case_key(r) for r in results) if key in grid}
+    return _env.get_template("report.html.j2").render(
+        summary=summary, results=results, page=page, page_file=Page.filename, page_size=PAGE_SIZE, grid=rows, case_key=case_key,
+        ks=sorted({k for stats in summary.models.values() for k in stats.pass_at_k}, key=int),
+    )
 
 
-def write_report(run_dir: Path, summary: Summary) -> Path:
+def write_report(run_dir: Path, summary: Summary, grid: Grid | None = None) -> Path:
     """report.html, plus report-p2.html ... when the run has more than PAGE_SIZE cases."""
     count = max(1, -(-summary.cases // PAGE_SIZE))
     number, chunk = 1, []
     for result in iter_results(run_dir):
         chunk.append(result)
         if len(chunk) == PAGE_SIZE:
-            _write_page(run_dir, summary, chunk, Page(number=number, count=count, first=(number - 1) * PAGE_SIZE))
+            _write_page(run_dir, summary, chunk, Page(number=number, count=count, first=(number - 1) * PAGE_SIZE), grid)
             number, chunk = number + 1, []
     if chunk or number == 1:
-        _write_page(run_dir, summary, chunk, Page(number=number, count=count, first=(number - 1) * PAGE_SIZE))
+        _write_page(run_dir, summary, chunk, Page(number=number, count=count, first=(number - 1) * PAGE_SIZE), grid)
     return run_dir / Page.filename(1)
 
 
-def _write_page(run_dir: Path, summary: Summary, results: list[CaseResult], page: Page) -> None:
-    (run_dir / Page.filename(page.number)).write_text(render_report(summary, results, page), encoding="utf-8")
+def _write_page(run_dir: Path, summary: Summary, results: list[CaseResult], page: Page, grid: Grid | None) -> None:
+    (run_dir / Page.filename(page.number)).write_text(render_report(summary, results, page, grid), encoding="utf-8")
 
 
 _JUNIT_CASES = "junit.cases.tmp"
@@ -177,8 +208,10 @@ def write_junit(run_dir: Path, summary: Summary) -> Path:
     return path
 
 
-def _testcase(r: CaseResult) -> ElementTree.Element:
-    case = ElementTree.Element("testcase", classname=f"{r.format}.{r.difficulty}", name=r.id + (f"#{r.cid}" if r.cid else ""))
+def _testcase(r: CaseResult, with_model: bool = False) -> ElementTree.Element:
+    """A JUnit test case, named by case (a single-model run's names are as they always were)."""
+    name = r.id + (f"#{r.cid}" if r.cid else "") + (f" [{r.model}]" if with_model else "") + (f" sample {r.sample}" if r.sample else "")
+    case = ElementTree.Element("testcase", classname=f"{r.format}.{r.difficulty}", name=name)
     if r.verdict.value in ("FAIL", "PARTIAL"):
         failed = next((c for c in r.checks if c.gate and not c.passed), None)
         detail = f"{failed.name}: {failed.message}" if failed else f"score {r.score}"
@@ -188,16 +221,16 @@ def _testcase(r: CaseResult) -> ElementTree.Element:
     return case
 
 
-def write_run(run_dir: Path, summary: Summary) -> Path:
+def write_run(run_dir: Path, summary: Summary, grid: Grid | None = None) -> Path:
     """summary.json, junit.xml and the report pages beside results.jsonl; returns the report's path."""
     write_summary(run_dir, summary)
     write_junit(run_dir, summary)
-    return write_report(run_dir, summary)
+    return write_report(run_dir, summary, grid)
 
 
-def latest_run(out: str | Path, dataset: str, model: str | None = None, before: str | None = None) -> Path | None:
-    """The latest finished run in `out` of `dataset` (and `model`, if given) whose id sorts before
-    `before` (run ids sort by time)."""
+def latest_run(out: str | Path, dataset: str, models: list[str] | None = None, before: str | None = None) -> Path | None:
+    """The latest finished run in `out` of `dataset` (and exactly `models`, if given) whose id sorts
+    before `before` (run ids sort by time)."""
     runs = []
     for run_dir in Path(out).iterdir() if Path(out).is_dir() else []:
         if (before is not None and run_dir.name >= before) or not (run_dir / "summary.json").is_file():
@@ -206,13 +239,15 @@ def latest_run(out: str | Path, dataset: str, model: str | None = None, before: 
             settings = json.loads((run_dir / "run.json").read_text())
         except (OSError, ValueError):
             continue
-        if settings.get("dataset") == dataset and model in (None, settings.get("model")):
+        ran = list(settings.get("models") or [settings.get("model")])
+        if settings.get("dataset") == dataset and models in (None, ran):
             runs.append(run_dir)
     return max(runs, default=None)
 
 
 def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
-    """An earlier run's outputs, paired with today's cases, as generations that cost no call now."""
+    """An earlier run's outputs, paired with today's cases, as generations that cost no call now (each
+    keeps its model and sample)."""
     by_id = {case.id: case for case in cases}
     pairs = []
     for result in iter_results(Path(run_dir)):
@@ -223,10 +258,12 @@ def previous_generations(run_dir: str | Path, cases: list) -> list[tuple]:
 
 
 def errored_ids(run_dir: str | Path) -> set[str]:
+    """The cases with an ERROR for any model or sample: --retry-errors runs them again whole (the
+    answers that were fine come from the cache)."""
     return {r.id for r in iter_results(Path(run_dir)) if r.verdict.value == "ERROR"}
 
 
-def carry_over(earlier: str | Path, run_dir: Path) -> list[tuple[str, str | None]]:
+def carry_over(earlier: str | Path, run_dir: Path) -> list[ResultKey]:
     """Append the earlier run's results that this run did not redo; they cost no call now.
 
     Returns the earlier run's order of cases, which the merged run keeps."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from statistics import fmean, median
 
 from pydantic import BaseModel
 
@@ -15,6 +17,7 @@ from codegen_eval.grading.judge import Judgement, JudgeScore, judge_cost
 from codegen_eval.models.pricing import cost_usd
 from codegen_eval.reporting.agreement import AgreementBuilder, JudgeAgreement
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
+from codegen_eval.reporting.statistics import ks_for, mcnemar_exact, pass_at_k, pass_hat_k, wilson_interval
 
 VERDICTS = [v.value for v in Verdict]
 
@@ -22,6 +25,8 @@ VERDICTS = [v.value for v in Verdict]
 class CaseResult(BaseModel):
     id: str
     cid: str | None = None
+    model: str | None = None  # who wrote the output (rows of older runs lack it: their run's one model)
+    sample: int = 0  # which of the case's samples for that model
     format: str
     difficulty: str
     task: str
@@ -47,10 +52,47 @@ class StageStats(BaseModel):
     cost_usd: float | None = 0.0  # of the calls made; None when the model's price is unknown
 
 
+class GroupStats(BaseModel):
+    """One model's outcome on a set of cases; a case's outcome is its share of passing samples."""
+
+    cases: int
+    pass_rate: float  # the mean share: pass@1
+    pass_at_k: dict[str, float] = {}  # Chen et al.'s unbiased estimator, k in 1, 5, 10 up to the samples
+    pass_hat_k: dict[str, float] = {}  # tau-bench's pass^k: all k of k samples pass
+
+
+class ModelStats(GroupStats):
+    """A leaderboard row. The interval takes the case as the unit (samples of one case are not
+    independent): Wilson's interval on the sum of per-case shares out of the cases."""
+
+    pass_rate_ci95: tuple[float, float]
+    samples: int  # samples per case (the fewest any case has)
+    mean_score: float | None
+    by_format: dict[str, GroupStats] = {}
+    by_difficulty: dict[str, GroupStats] = {}
+    input_tokens: int = 0  # of its answers, cached or not: what the model used, not what this run paid
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0  # paid in this run for its generations and their judging; None: unknown price
+    median_latency_s: float | None = None  # per generation call (cached answers keep their call's latency)
+    temperature: float | None = None  # as applied; None with a temperature asked for: the backend could not take it
+
+
+class PairTest(BaseModel):
+    """McNemar's exact test between two models on their shared cases. With several samples it is the
+    sign test on each case's share of passing samples, which is McNemar's test when there is one."""
+
+    a: str
+    b: str
+    shared: int
+    a_better: int  # cases where a passed (more often) and b did not
+    b_better: int
+    p_value: float
+
+
 class Summary(BaseModel):
     run_id: str
     dataset: str
-    model: str
+    model: str  # the models, joined by "+"
     judge_model: str  # the judges, comma-separated
     judge_models: list[str] = []
     rubric: str
@@ -73,6 +115,10 @@ class Summary(BaseModel):
     previous_run: str | None = None  # the latest earlier run of the same dataset, compared in compare-<id>.html
     isolation_missing: list[str] = []  # sandbox isolation that could not be applied (not root, no namespaces)
     judge_agreement: JudgeAgreement | None = None  # the judge against the tests; None when no judge ran
+    samples: int = 1  # asked for per case and model
+    temperature: float | None = None  # asked for; each model's row says whether it was applied
+    models: dict[str, ModelStats] = {}  # the leaderboard, in the order the models were given
+    pairwise: list[PairTest] = []  # every pair of models
 
 
 def assemble(
@@ -83,7 +129,9 @@ def assemble(
     scoring: ScoringConfig,
     models: tuple[str, str] = ("", ""),
 ) -> CaseResult:
-    """One case's record; `models` (generator, judge) price its calls."""
+    """One case's record; `models` (generator, judge) price its calls (the generator: the generation's own
+    model when it names one)."""
+    models = (generation.model or models[0], models[1])
     failure = (
         "OVER_BUDGET" if generation.over_budget
         else "GENERATION_ERROR" if generation.error
@@ -94,6 +142,8 @@ def assemble(
     return CaseResult(
         id=case.id,
         cid=generation.cid,
+        model=models[0] or None,
+        sample=generation.sample,
         format=case.format,
         difficulty=case.difficulty,
         task=case.task,
@@ -114,13 +164,67 @@ def assemble(
     )
 
 
-class SummaryBuilder:
-    """A run's summary built from a stream of results in one pass, so 20,000 cases need no list."""
+@dataclass(slots=True)
+class CaseOutcome:
+    """One case's samples for one model: how many, how many passed, and the verdicts in sample order.
+    A plain slotted class: a 20,000-case run keeps one per case and model."""
 
-    def __init__(self, model: str, judge_model: str | list[str], judge_thresholds: dict[str, float] | None = None, pass_at: float = 8.0):
+    format: str
+    difficulty: str
+    n: int = 0
+    passed: int = 0
+    verdicts: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.passed / self.n if self.n else 0.0
+
+
+# case key (id, or id#cid) -> model -> its samples' outcome; what the leaderboard, grid and pair tests need
+Grid = dict[str, dict[str, CaseOutcome]]
+
+
+class _ModelTally:
+    """What a leaderboard row needs of one model's results, gathered in one pass."""
+
+    def __init__(self) -> None:
+        self.scores: list[float] = []
+        self.latencies: list[float] = []
+        self.input_tokens = self.output_tokens = 0
+        self.cost_usd: float | None = 0.0
+        self.temperature: float | None = None
+
+    def add(self, r: CaseResult) -> None:
+        if r.score is not None:
+            self.scores.append(r.score)
+        g = r.generation
+        if g.latency_s is not None:
+            self.latencies.append(g.latency_s)
+        self.input_tokens += g.usage.input_tokens
+        self.output_tokens += g.usage.output_tokens
+        self.temperature = g.temperature if g.temperature is not None else self.temperature
+        costs = list(r.cost_usd.values())
+        self.cost_usd = None if self.cost_usd is None or None in costs else self.cost_usd + sum(costs)
+
+
+class SummaryBuilder:
+    """A run's summary built from a stream of results in one pass, so 20,000 cases need no list
+    (per case and model only a small tally is kept, for pass@k and the case x model grid)."""
+
+    def __init__(
+        self,
+        model: str,
+        judge_model: str | list[str],
+        judge_thresholds: dict[str, float] | None = None,
+        pass_at: float = 8.0,
+        models: list[str] | None = None,
+        samples: int = 1,
+        temperature: float | None = None,
+    ):
         self.judge_models = [judge_model] if isinstance(judge_model, str) else list(judge_model)
         self.model, self.judge_model = model, ", ".join(self.judge_models)
         self.agreement = AgreementBuilder(self.judge_models, judge_thresholds, pass_at)
+        self.models, self.samples, self.temperature = list(models or [model]), samples, temperature
         self.cases = 0
         self.verdicts: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
@@ -131,6 +235,8 @@ class SummaryBuilder:
         self.histogram = [0] * 10  # cases per score bin [0,1), [1,2), ..., [9,10]
         self.judged = False
         self.isolation_missing: set[str] = set()
+        self.grid: Grid = {}
+        self.tallies: dict[str, _ModelTally] = {}
 
     def add(self, r: CaseResult) -> None:
         self.cases += 1
@@ -145,13 +251,20 @@ class SummaryBuilder:
         for check in r.checks:
             self.isolation_missing.update(check.details.get("isolation_missing", []))
         g, j = r.generation, r.judge
-        _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, self.model, g.batch)
+        model = r.model or self.models[0]
+        _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, model, g.batch)
         for judge_model, part in r.judges.items() if r.judges else [(self.judge_models[0], j)]:  # priced per judge
             _add(self.judging, part.calls, part.cached_calls, part.retries, part.usage, judge_model, part.batch)
         self.agreement.add(r)
+        outcome = self.grid.setdefault(case_key(r), {}).setdefault(model, CaseOutcome(format=r.format, difficulty=r.difficulty))
+        outcome.n += 1
+        outcome.passed += r.verdict.value == "PASS"
+        outcome.verdicts.append(r.verdict.value)
+        self.tallies.setdefault(model, _ModelTally()).add(r)
 
     def build(self, *, run_id: str, dataset: str, rubric: str) -> Summary:
         generation, judging = self.generation, self.judging
+        models = [m for m in self.models if m in self.tallies] + [m for m in self.tallies if m not in self.models]
         return Summary(
             run_id=run_id,
             dataset=dataset,
@@ -175,11 +288,57 @@ class SummaryBuilder:
             histogram=self.histogram,
             isolation_missing=sorted(self.isolation_missing),
             judge_agreement=self.agreement.build(),
+            samples=self.samples,
+            temperature=self.temperature,
+            models={m: self._model_stats(m) for m in models},
+            pairwise=[pair_test(self.grid, a, b) for i, a in enumerate(models) for b in models[i + 1:]],
+        )
+
+    def _model_stats(self, model: str) -> ModelStats:
+        outcomes = [cell[model] for cell in self.grid.values() if model in cell]
+        tally = self.tallies[model]
+        overall = group_stats(outcomes)
+        return ModelStats(
+            **overall.model_dump(),
+            pass_rate_ci95=tuple(round(x, 4) for x in wilson_interval(sum(o.share for o in outcomes), len(outcomes))),
+            samples=min(o.n for o in outcomes),
+            mean_score=round(fmean(tally.scores), 2) if tally.scores else None,
+            by_format={name: group_stats([o for o in outcomes if o.format == name]) for name in sorted({o.format for o in outcomes})},
+            by_difficulty={name: group_stats([o for o in outcomes if o.difficulty == name]) for name in sorted({o.difficulty for o in outcomes})},
+            input_tokens=tally.input_tokens,
+            output_tokens=tally.output_tokens,
+            cost_usd=None if tally.cost_usd is None else round(tally.cost_usd, 6),
+            median_latency_s=round(median(tally.latencies), 3) if tally.latencies else None,
+            temperature=tally.temperature,
         )
 
 
+def case_key(r: CaseResult) -> str:
+    return r.id + (f"#{r.cid}" if r.cid else "")
+
+
+def group_stats(outcomes: list[CaseOutcome]) -> GroupStats:
+    """pass rate (mean share), pass@k and pass^k over cases, k up to the fewest samples any case has."""
+    if not outcomes:
+        return GroupStats(cases=0, pass_rate=0.0)
+    ks = ks_for(min(o.n for o in outcomes))
+    return GroupStats(
+        cases=len(outcomes),
+        pass_rate=round(fmean(o.share for o in outcomes), 4),
+        pass_at_k={str(k): round(fmean(pass_at_k(o.n, o.passed, k) for o in outcomes), 4) for k in ks},
+        pass_hat_k={str(k): round(fmean(pass_hat_k(o.n, o.passed, k) for o in outcomes), 4) for k in ks},
+    )
+
+
+def pair_test(grid: Grid, a: str, b: str) -> PairTest:
+    shared = [(cell[a].share, cell[b].share) for cell in grid.values() if a in cell and b in cell]
+    a_better = sum(x > y for x, y in shared)
+    b_better = sum(y > x for x, y in shared)
+    return PairTest(a=a, b=b, shared=len(shared), a_better=a_better, b_better=b_better, p_value=round(mcnemar_exact(a_better, b_better), 6))
+
+
 def summarize(results: Iterable[CaseResult], *, run_id: str, dataset: str, model: str, judge_model: str, rubric: str) -> Summary:
-    builder = SummaryBuilder(model, judge_model)
+    builder = SummaryBuilder(model, judge_model, models=model.split("+"))
     for r in results:
         builder.add(r)
     return builder.build(run_id=run_id, dataset=dataset, rubric=rubric)

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 LOCAL_MODEL = "local"
 DEFAULT_CLAUDE_MODEL = "claude-haiku-4-5"  # accepts prefill; not deprecated (SDK 2.13)
@@ -33,6 +33,20 @@ class ModelRequest(BaseModel):
     system: str | None = None
     # A JSON schema the answer must satisfy, where the backend can enforce it (local: a grammar).
     json_schema: dict[str, Any] | None = None
+    # Sampling; None is the backend's default (the local model: greedy). The seed is derived from the
+    # case and sample index, so samples are distinct requests, and cache keys, even where the API takes
+    # no seed. Backends that cannot apply them (the Claude SDK) leave them out of the call.
+    temperature: float | None = None
+    seed: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_sampling(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when unset, so the cache keys of requests made before these fields existed still hold.
+        data = handler(self)
+        for name in ("temperature", "seed"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
     @property
     def prefill(self) -> str:
@@ -54,6 +68,7 @@ class ModelResponse(BaseModel):
     text: str
     stop_reason: str
     usage: Usage = Field(default_factory=Usage)
+    latency_s: float | None = None  # the call that produced it (cached with it; None for older entries)
 
 
 class Backend(Protocol):
@@ -61,6 +76,11 @@ class Backend(Protocol):
         """What, besides the request, decides the answer (endpoint, weights, sampling)."""
 
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse: ...
+
+
+def takes_temperature(model: str) -> bool:
+    """Whether the model's backend applies a request's temperature (the Claude SDK 2.x has no such argument)."""
+    return bool(getattr(get_backend(model), "takes_temperature", False))
 
 
 class BackendError(RuntimeError):

@@ -2,7 +2,8 @@
 
 The SDK's own retries are off: transient failures (429, 529, 5xx, timeouts) are raised as
 `TransientError` and retried by `codegen_eval.models.ratelimit`, which also shrinks the run's concurrency on a
-429. Sampling arguments are never sent: SDK >= 1.0 rejects `temperature=`.
+429. Sampling arguments are never sent: `messages.create` in SDK 2.x has no `temperature` (or seed)
+argument, so a request's temperature and seed only tell samples apart in the cache key.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ DEFAULT_ENDPOINT = "https://api.anthropic.com"
 
 
 class AnthropicBackend:
+    takes_temperature = False
+
     def __init__(self, max_retries: int = 0, timeout_s: float = 600.0):
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise ConfigError("ANTHROPIC_API_KEY is not set: set it, or use --model local for the embedded model")

