@@ -40,6 +40,7 @@ PassAt = Annotated[float, typer.Option(help="Score at or above which a case is P
 PartialAt = Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")]
 NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")]
 FailUnder = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Exit 1 when the pass rate is below this (0-1).")]
+BaseUrl = Annotated[Optional[str], typer.Option(help="Where openai:<name> models are served (default: OPENAI_BASE_URL, else OpenAI).")]
 MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
 
 
@@ -63,12 +64,13 @@ def run(
     max_attempts: Annotated[int, typer.Option(min=1, help="Tries per call on 429, 529, 5xx and timeouts.")] = 6,
     task_runner: Annotated[str, typer.Option(help="thread, or dask (a LocalCluster, or --dask-address).")] = "thread",
     dask_address: Annotated[Optional[str], typer.Option(help="A running Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
+    base_url: BaseUrl = None,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     update = {"max_cost_usd": max_cost, "use_batch": batch, "timeout_s": timeout, "max_attempts": max_attempts,
-              "task_runner": task_runner, "dask_address": dask_address}
+              "task_runner": task_runner, "dask_address": dask_address, "base_url": base_url}
     if retry_errors:
         last = latest_run(out, str(dataset), model)
         if last is None:
@@ -95,10 +97,15 @@ def grade(
     no_judge: NoJudge = False,
     max_cost: MaxCost = None,
     fail_under: FailUnder = None,
+    base_url: BaseUrl = None,
 ) -> None:
     """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
     config = _config(dataset, f"recorded:{outputs.name}", judge_model or default_model(), rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
-    _execute(config.model_copy(update={"outputs": str(outputs), "max_cost_usd": max_cost}), fail_under)
+    try:
+        config = RunConfig.model_validate({**config.model_dump(), "outputs": str(outputs), "max_cost_usd": max_cost, "base_url": base_url})
+    except ValueError as exc:
+        _fail(str(exc))
+    _execute(config, fail_under)
 
 
 @app.command()
@@ -173,7 +180,7 @@ def _print_summary(run_dir: Path) -> float:
     for column in ("stage", "calls made", "from cache", "retries", "input tokens", "output tokens", "cost USD"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
-        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
         table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.retries), str(stage.input_tokens), str(stage.output_tokens), cost)
     err.print(table)
     if summary.over_budget:
@@ -199,7 +206,7 @@ def _preflight(config: RunConfig) -> int:
         if not (config.outputs or config.regrade_of):
             models.add(config.model)
         for model in models:
-            get_backend(model)
+            get_backend(model, config.base_url)
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from codegen_eval.models.backends import default_model
+from codegen_eval.models.backends import default_model, is_openai_model
+from codegen_eval.models.backends.openai import check_base_url
 from codegen_eval.grading.scoring import ScoringConfig
 
 DEFAULT_DATASET = "datasets/aws_codegen.jsonl"
@@ -20,6 +21,9 @@ class RunConfig(BaseModel):
     dataset: str = DEFAULT_DATASET
     model: str = Field(default_factory=default_model)  # Claude with a key, the embedded model without
     judge_model: str | None = None  # None: the same as model
+    # Where openai:<name> models are served (e.g. http://127.0.0.1:8000/v1); None: OPENAI_BASE_URL or OpenAI.
+    # The key never goes here (nor in run.json): it comes from OPENAI_API_KEY only.
+    base_url: str | None = None
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
     judge: bool = True  # False (--no-judge): verdicts from the checks alone
     max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
@@ -38,10 +42,17 @@ class RunConfig(BaseModel):
     batch_size: int = Field(100, ge=1)
     scoring: ScoringConfig = ScoringConfig()
 
+    @field_validator("base_url")
+    @classmethod
+    def _plain_base_url(cls, url: str | None) -> str | None:
+        return check_base_url(url) if url else None
+
     @model_validator(mode="after")
     def _judge_defaults_to_model(self) -> RunConfig:
         if self.judge_model is None:
             self.judge_model = self.model
+        if self.base_url and not (is_openai_model(self.model) or is_openai_model(self.judge_model)):
+            raise ValueError("base_url (--base-url) applies to openai:<name> models only")
         return self
 
 

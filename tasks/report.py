@@ -109,7 +109,7 @@ def summary_markdown(summary: Summary, report_path: Path) -> str:
             lines.append(f"| {name} | {total} | {verdicts['PASS'] / total:.0%} |")
     lines += ["", "| stage | calls made | from cache | retries | input tokens | output tokens | cost USD |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
-        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
         lines.append(f"| {name} | {stage.calls_made} | {stage.calls_cached} | {stage.retries} | {stage.input_tokens} | {stage.output_tokens} | {cost} |")
     lines += ["", f"[report.html]({report_path.resolve().as_uri()})"]
     return "\n".join(lines) + "\n"
