@@ -14,6 +14,9 @@ By default the server is sent llama.cpp's `repeat_penalty: 1.0`, the local backe
 default is 1.1), so that the paths differ in strategy only; `--server-defaults` leaves it out.
 
     .venv/bin/python bench/humaneval_paths.py [--limit N] [--cache-dir DIR] [--server-defaults]
+
+On a busy machine set CODEGEN_EVAL_THREADS=1: llama.cpp's threads wait for each other at every token,
+which costs far more than it gains when the cores are shared.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -56,6 +60,7 @@ def main() -> None:
     parser.add_argument("--server-defaults", action="store_true", help="leave llama.cpp's default repeat_penalty (1.1)")
     parser.add_argument("--log", default=None, help="per-problem JSONL (default: beside the cache)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `kill` stops the server too
     if not args.server_defaults:
         os.environ[EXTRA_BODY_ENV] = json.dumps({"repeat_penalty": 1.0})
     cases = load_dataset(HUMANEVAL)[: args.limit]
@@ -64,7 +69,8 @@ def main() -> None:
     sandbox = Sandbox(slots=1)
     wins = {"local": 0, SERVED: 0}
     differ, strategies, seconds = 0, set(), {"local": 0.0, SERVED: 0.0}
-    threads = os.cpu_count() or 1
+    # The same threads for both paths: CODEGEN_EVAL_THREADS (the local backend reads it too), else all cores.
+    threads = int(os.environ.get("CODEGEN_EVAL_THREADS", 0)) or os.cpu_count() or 1
     start = time.perf_counter()
     with llama_server(threads=threads) as url, log.open("w") as sink:
         policy = {"local": CallPolicy(), SERVED: CallPolicy(base_url=url, timeout_s=900)}
@@ -94,7 +100,7 @@ def main() -> None:
         heading("HumanEval through the local and the OpenAI-compatible paths"),
         "",
         f"{machine()}; load average at the end {os.getloadavg()[0]:.1f}; llama_cpp.server with {threads} threads, "
-        f"n_ctx 4096; greedy (temperature 0, seed 0); server sampling: {sampling}.",
+        f"n_ctx 4096 (local backend: the same threads, n_ctx 8192); greedy (temperature 0, seed 0); server sampling: {sampling}.",
         f"Problems: the first {total} of 164{' (a prefix: the machine was too busy for all)' if total < 164 else ''}. "
         f"Strategies: {', '.join(sorted(strategies))}. Wall {wall / 60:.1f} min "
         f"(generation: local {seconds['local'] / 60:.1f} min, server {seconds[SERVED] / 60:.1f} min).",
