@@ -19,8 +19,6 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import openai
-
 from codegen_eval.models.backends import (
     OPENAI_PREFIX,
     PREFILL_REJECTED,
@@ -91,6 +89,9 @@ class OpenAIBackend:
         self._key = key or PLACEHOLDER_KEY
         self._extra_body = _extra_body()
         chosen_strategy()  # a bad value is a ConfigError now, before any call
+        import openai  # here, not at the top: the strategy and config helpers above must not pay for the SDK
+
+        self._sdk = openai
         self._client = openai.OpenAI(api_key=self._key, base_url=self.endpoint, max_retries=0, timeout=timeout_s)
 
     def identity(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class OpenAIBackend:
         options = {"timeout": timeout_s} if timeout_s else {}
         try:
             completion = self._client.chat.completions.create(**self.params(request), **options)
-        except openai.APIError as exc:
+        except self._sdk.APIError as exc:
             raise self._error(exc, request) from exc
         return _response(completion, request)
 
@@ -129,12 +130,12 @@ class OpenAIBackend:
     def _sampling(self) -> dict[str, Any]:
         return {} if _NO_SAMPLING.match(self.name) else dict(SAMPLING)
 
-    def _error(self, exc: openai.APIError, request: ModelRequest) -> BackendError:
+    def _error(self, exc: Any, request: ModelRequest) -> BackendError:
         """The SDK's exception as ours: a refused strategy is named; transient ones carry their kind."""
         message = f"{type(exc).__name__}: {_short(exc)}".replace(self._key, "[key]")
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, self._sdk.APITimeoutError):
             return TransientError(message, "timeout")
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, self._sdk.APIConnectionError):
             return TransientError(message, "connection")
         status = getattr(exc, "status_code", None)
         # llama-cpp-python answers a response_format it does not know with a 500 holding a validation
@@ -144,7 +145,7 @@ class OpenAIBackend:
             return BackendError(f"the server {PREFILL_REJECTED} ({message})")
         if refused and request.json_schema is not None and not request.prefill and "response_format" in message:
             return BackendError(f"the server {SCHEMA_REJECTED} ({message})")
-        retry_after = retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        retry_after = retry_after_s(exc.response.headers) if isinstance(exc, self._sdk.APIStatusError) else None
         if status == 429:
             return TransientError(message, "rate_limit", retry_after)
         if status in (408, 409) or (status is not None and status >= 500):
@@ -185,7 +186,7 @@ def _extra_body() -> dict[str, Any]:
     return value
 
 
-def _short(exc: openai.APIError) -> str:
+def _short(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message", exc))[:500]
