@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +66,6 @@ def policy(url: str, **kwargs) -> CallPolicy:
 @pytest.mark.local_model
 def test_real_server_refuses_json_schema_so_fenced_is_used_and_remembered(llama_api, cache_dir):
     cache = CallCache(cache_dir)
-    started = time.monotonic()
     generation = generate(REGEX, MODEL, cache, policy(llama_api))
     # llama_cpp.server answers a json_schema response_format with a 500: a refusal, not retried as an outage.
     assert generation.error is None and generation.retries == 0 and generation.calls == 2
@@ -77,7 +75,6 @@ def test_real_server_refuses_json_schema_so_fenced_is_used_and_remembered(llama_
     assert strategy_for(MODEL, cache, llama_api) is Strategy.FENCED
     # Remembered per endpoint: the same name elsewhere starts from structured again.
     assert strategy_for(MODEL, cache, "http://127.0.0.1:9/v1") is Strategy.STRUCTURED
-    assert time.monotonic() - started < 240
 
     again = generate(REGEX, MODEL, cache, policy(llama_api))
     assert again.cached and again.calls == 0 and again.code == generation.code
@@ -137,9 +134,9 @@ def test_429_waits_for_retry_after_then_succeeds(stand_in, cache_dir):
 
 
 def test_5xx_is_retried_and_a_timeout_is_retried(stand_in, cache_dir):
-    stand_in.script = [Reply(status=503, message="overloaded"), Reply(hang_s=3, text='{"code": "late"}')]
+    stand_in.script = [Reply(status=503, message="overloaded"), Reply(hang_s=6, text='{"code": "late"}')]
     stand_in.default = Reply(text='{"code": "^[0-9]+$"}')
-    generation = generate(REGEX, MODEL, CallCache(cache_dir), policy(stand_in.url, timeout_s=1.0))
+    generation = generate(REGEX, MODEL, CallCache(cache_dir), policy(stand_in.url, timeout_s=2.0))
     assert generation.error is None and generation.retries == 2 and generation.code == "^[0-9]+$"
     assert len(stand_in.requests) == 3
 
