@@ -15,7 +15,7 @@ request, so it is part of every cache key.
 
 `openai:` models (any OpenAI-compatible server) start with structured (`response_format` with a JSON
 schema) and fall back to fenced when the server refuses it. They never start with prefill unless told
-to (CODEGEN_EVAL_OPENAI_STRATEGY=prefill): a server that does not know vLLM's `continue_final_message`
+to (CODEGEN_EVAL_OPENAI_STRATEGY=prefill, which wins over anything remembered): a server that does not know vLLM's `continue_final_message`
 ignores it without an error and answers in a new turn, so a prefill cannot be tried and checked.
 What an openai: model was switched to is remembered per endpoint, since one name can be served by
 different servers.
@@ -54,8 +54,6 @@ KNOWN: list[tuple[str, Strategy]] = [
     (r"^claude-(haiku|sonnet|opus)-5\b", Strategy.STRUCTURED),
     (r"^claude-(haiku|sonnet|opus)-5-\d", Strategy.STRUCTURED),
     (r"^claude-fable-5", Strategy.STRUCTURED),
-    # OpenAI's own models with JSON-schema structured outputs; any other openai: model starts there too.
-    (r"^openai:(gpt-4o|gpt-4\.1|gpt-5|o[134])", Strategy.STRUCTURED),
 ]
 FALLBACK = {Strategy.PREFILL: Strategy.STRUCTURED, Strategy.STRUCTURED: Strategy.FENCED}
 
@@ -67,16 +65,15 @@ def known_strategy(model: str) -> Strategy | None:
 
 
 def strategy_for(model: str, cache: CallCache, base_url: str | None = None) -> Strategy:
+    chosen = chosen_strategy() if is_openai_model(model) else None  # asked for explicitly: it wins
+    if chosen:
+        return Strategy(chosen)
     remembered = cache.get_note(_note_key(model, base_url))
     if remembered:
         return Strategy(remembered)
     if is_openai_model(model):
-        return _openai_start()
+        return Strategy.STRUCTURED
     return known_strategy(model) or Strategy.PREFILL
-
-
-def _openai_start() -> Strategy:
-    return Strategy(chosen_strategy() or Strategy.STRUCTURED)
 
 
 def fallback_after(model: str, strategy: Strategy, error: str, cache: CallCache, base_url: str | None = None) -> Strategy | None:
