@@ -45,6 +45,7 @@ PassAt = Annotated[float, typer.Option(help="Score at or above which a case is P
 PartialAt = Annotated[float, typer.Option(help="Score at or above which a case is PARTIAL.")]
 NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")]
 FailUnder = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Exit 1 when the pass rate is below this (0-1).")]
+BaseUrl = Annotated[Optional[str], typer.Option(help="Where openai:<name> models are served (default: OPENAI_BASE_URL, else OpenAI).")]
 MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
 
 
@@ -71,6 +72,7 @@ def run(
     samples: Annotated[int, typer.Option(min=1, max=100, help="Answers per case and model (pass@k).")] = 1,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Sampling temperature where the backend takes one (not the Claude API).")] = None,
     calibration: Calibration = None,
+    base_url: BaseUrl = None,
 ) -> None:
     """Evaluate one or more models on a dataset; prints the run directory as the last line."""
     models = model or [default_model()]
@@ -79,7 +81,8 @@ def run(
     config = _config(dataset, models[0], judge_model or [models[0]], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     config = _calibrated(config, calibration)
     update = {"models": models, "samples": samples, "temperature": temperature, "max_cost_usd": max_cost, "use_batch": batch,
-              "timeout_s": timeout, "max_attempts": max_attempts, "task_runner": task_runner, "dask_address": dask_address}
+              "timeout_s": timeout, "max_attempts": max_attempts, "task_runner": task_runner, "dask_address": dask_address,
+              "base_url": base_url}
     if retry_errors:
         last = latest_run(out, str(dataset), models)
         if last is None:
@@ -134,11 +137,16 @@ def grade(
     max_cost: MaxCost = None,
     fail_under: FailUnder = None,
     calibration: Calibration = None,
+    base_url: BaseUrl = None,
 ) -> None:
     """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
     config = _config(dataset, f"recorded:{outputs.name}", judge_model or [default_model()], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     config = _calibrated(config, calibration)
-    _execute(config.model_copy(update={"outputs": str(outputs), "max_cost_usd": max_cost}), fail_under)
+    try:
+        config = RunConfig.model_validate({**config.model_dump(), "outputs": str(outputs), "max_cost_usd": max_cost, "base_url": base_url})
+    except ValueError as exc:
+        _fail(str(exc))
+    _execute(config, fail_under)
 
 
 @app.command()
@@ -327,7 +335,7 @@ def summary_lines(summary) -> list:
     for column in ("stage", "calls", "cached", "retries", "tokens in", "tokens out", "cost USD"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
-        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
         table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.retries), str(stage.input_tokens), str(stage.output_tokens), cost)
     lines.append(table)
     if summary.over_budget:
@@ -359,7 +367,7 @@ def _preflight(config: RunConfig) -> int:
         if not (config.outputs or config.regrade_of):
             models.update(config.models)
         for model in sorted(models):
-            get_backend(model)
+            get_backend(model, config.base_url)
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from codegen_eval.models.backends import default_model
+from codegen_eval.models.backends import default_model, is_openai_model
+from codegen_eval.models.backends.openai import check_base_url
 from codegen_eval.grading.scoring import ScoringConfig
 
 DEFAULT_DATASET = "datasets/aws_codegen.jsonl"
@@ -30,6 +31,9 @@ class RunConfig(BaseModel):
     # Used where the judge is measured against the tests (judge_agreement), not in scoring.
     judge_thresholds: dict[str, float] = Field(default_factory=dict)
     calibrations: list[str] = Field(default_factory=list)  # the calibration files they came from
+    # Where openai:<name> models are served (e.g. http://127.0.0.1:8000/v1); None: OPENAI_BASE_URL or OpenAI.
+    # The key never goes here (nor in run.json): it comes from OPENAI_API_KEY only.
+    base_url: str | None = None
     rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
     judge: bool = True  # False (--no-judge): verdicts from the checks alone
     max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
@@ -47,6 +51,11 @@ class RunConfig(BaseModel):
     # Cases per Prefect task: one task per case per stage would swamp a Prefect server (~25 task runs/s).
     batch_size: int = Field(100, ge=1)
     scoring: ScoringConfig = ScoringConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_base_url(cls, url: str | None) -> str | None:
+        return check_base_url(url) if url else None
 
     @model_validator(mode="before")
     @classmethod
@@ -72,6 +81,8 @@ class RunConfig(BaseModel):
             self.judge_models = [self.models[0]]
         if len(set(self.judge_models)) != len(self.judge_models):
             raise ValueError(f"judge models named twice: {', '.join(self.judge_models)}")
+        if self.base_url and not any(is_openai_model(m) for m in [*self.models, *self.judge_models]):
+            raise ValueError("base_url (--base-url) applies to openai:<name> models only")
         return self
 
     @property

@@ -35,6 +35,7 @@ def call_policy(config: RunConfig, run_dir: str) -> CallPolicy:
         timeout_s=config.timeout_s,
         max_attempts=config.max_attempts,
         budget=budget_for(run_dir, config.max_cost_usd),
+        base_url=config.base_url,
     )
 
 

@@ -120,7 +120,7 @@ def summary_markdown(summary: Summary, report_path: Path) -> str:
             lines.append(f"| {name} | {total} | {verdicts['PASS'] / total:.0%} |")
     lines += ["", "| stage | calls made | from cache | retries | input tokens | output tokens | cost USD |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
-        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
         lines.append(f"| {name} | {stage.calls_made} | {stage.calls_cached} | {stage.retries} | {stage.input_tokens} | {stage.output_tokens} | {cost} |")
     if summary.judge_agreement is not None:
         lines += ["", *(f"- {line.strip()}" for line in describe(summary.judge_agreement))]

@@ -38,6 +38,15 @@ def prefect_api() -> Iterator[str]:
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def llama_api() -> Iterator[str]:
+    """A real OpenAI-compatible server (llama_cpp.server, the embedded GGUF) on loopback; its base URL."""
+    from tests.llama_server import llama_server
+
+    with llama_server() as url:
+        yield url
+
+
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[MessagesAPI]:
     server = MessagesAPI(seed_responder()).start()

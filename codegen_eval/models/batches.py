@@ -4,7 +4,7 @@ Requests already cached are never resubmitted. The batch id is noted in the cach
 of the requests' keys until its results are stored, so an interrupted run started again with the
 same arguments polls the same batch instead of paying for a new one. Results that errored, were
 canceled or expired are left out: the normal synchronous path then asks for them (and reports any
-error). Backends without batches (the local model) are simply called synchronously.
+error). Backends without batches (the local model, openai: models) are simply called synchronously.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from codegen_eval.reporting import progress
-from codegen_eval.models.backends import ModelRequest, ModelResponse, get_backend
+from codegen_eval.models.backends import ModelRequest, ModelResponse, get_backend, is_openai_model
 from codegen_eval.models.cache import CallCache, request_key
 
 POLL_SECONDS = float(os.environ.get("CODEGEN_EVAL_BATCH_POLL_S", "10"))
@@ -25,7 +25,7 @@ def prefetch(
     requests: list[ModelRequest], cache: CallCache, stage: str, accept: Callable[[ModelResponse], bool] | None = None
 ) -> set[str]:
     """Store the answers of one batch for the uncached `requests`; returns the keys it stored."""
-    if not requests:
+    if not requests or is_openai_model(requests[0].model):  # no batches: and its base URL is the run's, not known here
         return set()
     backend = get_backend(requests[0].model)
     if not hasattr(backend, "submit_batch"):

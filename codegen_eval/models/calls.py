@@ -38,6 +38,7 @@ class CallPolicy:
     timeout_s: float | None = None  # per call; None: the backend's default
     max_attempts: int = 6  # tries per call on transient errors
     budget: Budget | None = None  # --max-cost
+    base_url: str | None = None  # where openai: models are served (--base-url); None: OPENAI_BASE_URL or OpenAI
 
 
 def cached_call(
@@ -49,7 +50,7 @@ def cached_call(
     """Answer from the cache, or call the model and store the answer if `accept` approves it."""
     policy = policy or CallPolicy()
     budget = policy.budget
-    backend = get_backend(request.model)
+    backend = get_backend(request.model, policy.base_url)
     identity = backend.identity()
     key = request_key(request, identity)
     hit = cache.get(key)

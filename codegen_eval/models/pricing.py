@@ -1,6 +1,8 @@
 """Prices and the cost of calls: the one place that knows what a token costs.
 
-$ per million tokens (input, output), list prices as of 2026-11; Message Batches cost half.
+$ per million tokens (input, output), list prices as of 2026-11; Message Batches cost half. A model
+with no entry (e.g. an openai: model on your own server) has no known cost: None, shown as "n/a",
+never 0, so an unknown price is not mistaken for a free one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ PRICES: list[tuple[str, float, float]] = [
     (r"^claude-opus-4-[5-8]", 5.00, 25.00),
     (r"^claude-sonnet-4-[56]", 3.00, 15.00),
     (r"^claude-haiku-4-5", 1.00, 5.00),
+    # OpenAI's list prices (standard tier) for openai:<name>; longer names first (gpt-4o-mini before gpt-4o).
+    (r"^openai:gpt-5-nano\b", 0.05, 0.40),
+    (r"^openai:gpt-5-mini\b", 0.25, 2.00),
+    (r"^openai:gpt-5(-\d{4}-\d\d-\d\d)?$", 1.25, 10.00),
+    (r"^openai:gpt-4\.1-nano\b", 0.10, 0.40),
+    (r"^openai:gpt-4\.1-mini\b", 0.40, 1.60),
+    (r"^openai:gpt-4\.1(-\d{4}-\d\d-\d\d)?$", 2.00, 8.00),
+    (r"^openai:gpt-4o-mini(-\d{4}-\d\d-\d\d)?$", 0.15, 0.60),
+    (r"^openai:gpt-4o(-\d{4}-\d\d-\d\d)?$", 2.50, 10.00),
+    (r"^openai:o4-mini(-\d{4}-\d\d-\d\d)?$", 1.10, 4.40),
 ]
 BATCH_DISCOUNT = 0.5
 CHARS_PER_TOKEN_LOW = 3.0  # a deliberately low guess, so that estimates err high

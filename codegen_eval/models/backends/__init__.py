@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 LOCAL_MODEL = "local"
+OPENAI_PREFIX = "openai:"  # openai:<name>: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, ...)
 DEFAULT_CLAUDE_MODEL = "claude-haiku-4-5"  # accepts prefill; not deprecated (SDK 2.13)
 
 
@@ -100,28 +101,72 @@ class ConfigError(ValueError):
     """A model that cannot be used as configured (no key, weights missing)."""
 
 
+# Phrases a backend puts in the error of a call whose output strategy the model refused, so that the
+# strategy falls back (`codegen_eval.models.strategies`). The first is the Messages API's own wording.
+PREFILL_REJECTED = "does not support assistant message prefill"
+SCHEMA_REJECTED = "rejected the structured-output request"
+
+
+def is_openai_model(model: str) -> bool:
+    return model.startswith(OPENAI_PREFIX)
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """The server's requested wait: `retry-after-ms` or `retry-after` in seconds (HTTP dates ignored)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers[name]) / scale)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
+
+
+# Keywords structured outputs do not accept; the local grammar uses them to bound a small model.
+_UNBOUNDED = {"maxLength", "minLength", "maxItems", "minItems", "minimum", "maximum"}
+
+
+def api_schema(schema: Any) -> Any:
+    """A JSON schema as hosted structured outputs accept it: closed objects, no length or range bounds."""
+    if isinstance(schema, dict):
+        cleaned = {k: api_schema(v) for k, v in schema.items() if k not in _UNBOUNDED}
+        if cleaned.get("type") == "object":
+            cleaned["additionalProperties"] = False
+        return cleaned
+    if isinstance(schema, list):
+        return [api_schema(v) for v in schema]
+    return schema
+
+
 def default_model() -> str:
     """Claude when a key is set, the embedded model otherwise, so a fresh machine runs offline."""
     return DEFAULT_CLAUDE_MODEL if os.environ.get("ANTHROPIC_API_KEY") else LOCAL_MODEL
 
 
-_backends: dict[str, Backend] = {}
+_backends: dict[tuple[str, str | None], Backend] = {}
 _backends_lock = threading.Lock()
 
 
-def get_backend(model: str) -> Backend:
-    """One backend per model name per process: the local model's weights load once."""
+def get_backend(model: str, base_url: str | None = None) -> Backend:
+    """One backend per model (and, for openai: models, base URL) per process: the local weights load once.
+
+    `base_url` is where an `openai:` model is served (else OPENAI_BASE_URL, else OpenAI); other backends ignore it.
+    """
+    key = (model, base_url if is_openai_model(model) else None)
     with _backends_lock:
-        if model not in _backends:
-            _backends[model] = _create(model)
-        return _backends[model]
+        if key not in _backends:
+            _backends[key] = _create(*key)
+        return _backends[key]
 
 
-def _create(model: str) -> Backend:
+def _create(model: str, base_url: str | None) -> Backend:
     if model == LOCAL_MODEL:
         from codegen_eval.models.backends.local import LocalBackend
 
         return LocalBackend()
+    if is_openai_model(model):
+        from codegen_eval.models.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model, base_url)
     from codegen_eval.models.backends.anthropic import AnthropicBackend
 
     return AnthropicBackend()

@@ -14,7 +14,16 @@ from typing import Any
 
 import anthropic
 
-from codegen_eval.models.backends import BackendError, ConfigError, ModelRequest, ModelResponse, TransientError, Usage
+from codegen_eval.models.backends import (
+    BackendError,
+    ConfigError,
+    ModelRequest,
+    ModelResponse,
+    TransientError,
+    Usage,
+    api_schema,
+    retry_after_s,
+)
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 
@@ -103,15 +112,8 @@ def _error(exc: anthropic.APIError) -> BackendError:
 
 
 def _retry_after_s(exc: anthropic.APIError) -> float | None:
-    """The server's requested wait: `retry-after-ms` or `retry-after` in seconds (HTTP dates ignored)."""
     response = getattr(exc, "response", None)
-    headers = response.headers if response is not None else {}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        try:
-            return max(0.0, float(headers[name]) / scale)
-        except (KeyError, ValueError):
-            continue
-    return None
+    return retry_after_s(response.headers) if response is not None else None
 
 
 def _short(exc: anthropic.APIError) -> str:
@@ -119,19 +121,3 @@ def _short(exc: anthropic.APIError) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message", exc))
     return str(exc)[:300]
-
-
-# Keywords structured outputs do not accept; the local grammar uses them to bound a small model.
-_UNSUPPORTED = {"maxLength", "minLength", "maxItems", "minItems", "minimum", "maximum"}
-
-
-def api_schema(schema: Any) -> Any:
-    """A JSON schema as structured outputs accept it: closed objects, no length or range bounds."""
-    if isinstance(schema, dict):
-        cleaned = {k: api_schema(v) for k, v in schema.items() if k not in _UNSUPPORTED}
-        if cleaned.get("type") == "object":
-            cleaned["additionalProperties"] = False
-        return cleaned
-    if isinstance(schema, list):
-        return [api_schema(v) for v in schema]
-    return schema
