@@ -109,7 +109,7 @@ def generate(
 ) -> Generation:
     build = lambda s: generation_request(case, model, s, sample, temperature)  # noqa: E731
     result, strategy, _, made = call_with_fallback(model, cache, build, accept_generation, policy)
-    applied = temperature if temperature is not None and takes_temperature(model) else None
+    applied = temperature if temperature is not None and takes_temperature(model, policy.base_url if policy else None) else None
     if result.response is None:
         return Generation(
             case_id=case.id, model=model, sample=sample, temperature=applied, key=result.key, error=result.error, calls=made,

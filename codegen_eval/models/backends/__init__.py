@@ -79,9 +79,9 @@ class Backend(Protocol):
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse: ...
 
 
-def takes_temperature(model: str) -> bool:
+def takes_temperature(model: str, base_url: str | None = None) -> bool:
     """Whether the model's backend applies a request's temperature (the Claude SDK 2.x has no such argument)."""
-    return bool(getattr(get_backend(model), "takes_temperature", False))
+    return bool(getattr(get_backend(model, base_url), "takes_temperature", False))
 
 
 class BackendError(RuntimeError):
