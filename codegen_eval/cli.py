@@ -22,14 +22,20 @@ from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_o
 from codegen_eval.models.pricing import price
 from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
 from codegen_eval.grading.scoring import ScoringConfig
+from codegen_eval.quiet_prefect import PrefectServerError, quiet_prefect, turn_analytics_off
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
 err = Console(stderr=True)
 
 
+alerts = typer.Typer(no_args_is_help=True, help="Regression alerts on a Prefect server (PREFECT_API_URL).")
+app.add_typer(alerts, name="alerts")
+
+
 @app.callback()
 def main() -> None:
     """codegen-eval: generate, check, judge and report, as cached Prefect tasks."""
+    turn_analytics_off()  # before Prefect is imported: the tool runs offline
 
 
 Dataset = Annotated[Path, typer.Option(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")]
@@ -43,6 +49,7 @@ PartialAt = Annotated[float, typer.Option(help="Score at or above which a case i
 NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: verdicts from the checks alone.")]
 FailUnder = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Exit 1 when the pass rate is below this (0-1).")]
 MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
+AlertDrop = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Emit codegen-eval.run.regressed when the pass rate drops by more than this (0-1) since the last run of the dataset and model (McNemar p < 0.05 always does).")]
 
 
 @app.command()
@@ -65,12 +72,14 @@ def run(
     max_attempts: Annotated[int, typer.Option(min=1, help="Tries per call on 429, 529, 5xx and timeouts.")] = 6,
     task_runner: Annotated[str, typer.Option(help="thread, or dask (a LocalCluster, or --dask-address).")] = "thread",
     dask_address: Annotated[Optional[str], typer.Option(help="A running Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
+    alert_drop: AlertDrop = None,
+    api_key_block: Annotated[Optional[str], typer.Option(help="A Prefect Secret block holding the Anthropic API key, read by the flow.")] = None,
 ) -> None:
     """Evaluate a model on a dataset; prints the run directory as the last line."""
     model = model or default_model()
     config = _config(dataset, model, judge_model or model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     update = {"max_cost_usd": max_cost, "use_batch": batch, "timeout_s": timeout, "max_attempts": max_attempts,
-              "task_runner": task_runner, "dask_address": dask_address}
+              "task_runner": task_runner, "dask_address": dask_address, "alert_drop": alert_drop, "api_key_block": api_key_block}
     if retry_errors:
         last = latest_run(out, str(dataset), model)
         if last is None:
@@ -108,15 +117,18 @@ def regrade(
     run_dir: Annotated[Path, typer.Argument(help="An earlier run directory.", exists=True, file_okay=False)],
     rubric: Rubric = None,
     judge_model: JudgeModel = None,
-    out: Out = Path(DEFAULT_OUT),
+    out: Annotated[Optional[Path], typer.Option(help="Where the new run directory is written (default: next to RUN_DIR).")] = None,
     no_judge: NoJudge = False,
     fail_under: FailUnder = None,
+    alert_drop: AlertDrop = None,
 ) -> None:
     """Check and judge an earlier run's outputs again (current checks, rubric, judge): 0 generation calls."""
     try:
-        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model, str(out), not no_judge)
+        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model, str(out) if out else None, not no_judge)
     except (OSError, ValueError) as exc:
         _fail(f"{run_dir}: not a run directory ({exc})")
+    if alert_drop is not None:
+        config = config.model_copy(update={"alert_drop": alert_drop})
     _execute(config, fail_under)
 
 
@@ -133,6 +145,30 @@ def compare(
         print(write_comparison(run_a, run_b, out))
     except (OSError, ValueError) as exc:
         _fail(f"cannot compare {run_a} and {run_b}: {exc}")
+
+
+@alerts.command("create")
+def alerts_create(
+    webhook: Annotated[str, typer.Option(help="URL that receives a POST {\"text\": ...} per regressed run.")],
+    name: Annotated[str, typer.Option(help="Name of the webhook block and of the automation.")] = "codegen-eval-regression",
+) -> None:
+    """Create (or update) a webhook block and an automation that posts when a run regresses."""
+    turn_analytics_off()
+    from prefect.settings import get_current_settings
+
+    from codegen_eval.alerts import create_alert
+
+    if get_current_settings().api.url is None:
+        _fail("alerts live on a Prefect server: start one (prefect server start) and set PREFECT_API_URL")
+    try:
+        setup = create_alert(webhook, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 (the server's answer, in one line)
+        _fail(f"could not create the alert on {get_current_settings().api.url}: {exc}")
+    verb = "created" if setup.created else "updated"
+    err.print(f"automation {setup.name!r} {verb}: on codegen-eval.run.regressed, POST to {webhook}", highlight=False)
+    print(setup.automation_id)
 
 
 def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge) -> RunConfig:
@@ -153,9 +189,13 @@ def _config(dataset, model, judge_model, rubric, out, concurrency, batch_size, p
 def _execute(config: RunConfig, fail_under: float | None = None) -> None:
     total = _preflight(config)
     try:
-        run_dir = _run_flow(config, total)
+        with quiet_prefect(config.out) as quiet:
+            run_dir = _run_flow(config, total)
+            quiet.run_dir = Path(run_dir)
     except CacheError as exc:  # e.g. the disk filled up mid-run
         _fail(f"{exc}. Every answer stored before this is kept: free space and run the same command again.")
+    except PrefectServerError as exc:
+        _fail(str(exc))
     pass_rate = _print_summary(Path(run_dir))
     print(run_dir)
     if fail_under is not None and pass_rate < fail_under:
@@ -165,22 +205,33 @@ def _execute(config: RunConfig, fail_under: float | None = None) -> None:
 
 def _print_summary(run_dir: Path) -> float:
     """Verdicts, calls, tokens and cost on stderr, so stdout stays the run directory alone."""
-    from rich.table import Table
-
     from codegen_eval.reporting.results import Summary
 
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
-    verdicts = "  ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
-    table = Table(title=f"{summary.cases} cases · {verdicts} · pass rate {summary.pass_rate:.0%}", title_justify="left")
-    for column in ("stage", "calls made", "from cache", "retries", "input tokens", "output tokens", "cost USD"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
-        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
-        table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.retries), str(stage.input_tokens), str(stage.output_tokens), cost)
-    err.print(table)
+    err.print(summary_table(summary))
     if summary.over_budget:
         err.print(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow")
     return summary.pass_rate
+
+
+def summary_table(summary) -> "Table":
+    """The run at a glance, within 80 columns (a plain terminal) even at 20,000 cases and millions of tokens."""
+    from rich import box
+    from rich.table import Table
+
+    from codegen_eval.reporting.events import _wilson_interval
+
+    low, high = _wilson_interval(summary.verdicts.get("PASS", 0), summary.cases)
+    verdicts = " · ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
+    title = f"{summary.cases} cases · pass rate {summary.pass_rate:.0%} (95% CI {low:.0%}–{high:.0%})\n{verdicts}"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("stage", "calls", "cached", "retries", "tokens in", "tokens out", "cost USD"):
+        table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=True)
+    for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "unknown"
+        table.add_row(name, f"{stage.calls_made:,}", f"{stage.calls_cached:,}", f"{stage.retries:,}",
+                      f"{stage.input_tokens:,}", f"{stage.output_tokens:,}", cost)
+    return table
 
 
 def _preflight(config: RunConfig) -> int:
@@ -201,7 +252,8 @@ def _preflight(config: RunConfig) -> int:
         if not (config.outputs or config.regrade_of):
             models.add(config.model)
         for model in models:
-            get_backend(model)
+            if not (config.api_key_block and model != "local"):  # with a Secret block, the flow loads the key
+                get_backend(model)
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)

@@ -14,8 +14,10 @@ from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque as _opaque
 
+from codegen_eval.api_key import use_api_key_block
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import batches
+from codegen_eval.naming import flow_run_name, tag_flow_run
 from tasks.check import check_batch, sandbox_self_test
 from tasks.dataset import plan, validate_dataset
 from tasks.generate import generate_batch
@@ -30,9 +32,17 @@ TASKS_PER_BATCH = 4  # generate, check, judge, record
 
 
 # Bounded: Prefect's default thread pool has no limit. Model calls have their own bounded pool.
-@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True)
+@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True,
+      flow_run_name=flow_run_name)
 def evaluate(config: RunConfig) -> str:
+    """Evaluate a model on a dataset: generate, check, judge, report. Returns the run directory.
+
+    Args:
+        config: What to evaluate and how; each field is described in the form.
+    """
     started = time.perf_counter()
+    use_api_key_block(config.api_key_block)  # the key from a Prefect Secret block, into this process only
+    tag_flow_run(config)
     ids = validate_dataset(config.dataset)
     sandbox_self_test()
     items, order = plan(config, ids)

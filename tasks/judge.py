@@ -10,10 +10,11 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus, judge, judge_request, usable
 from codegen_eval.models.strategies import strategy_for
+from codegen_eval.naming import task_run_name
 from tasks import call_policy, finish, open_cache, pool_size
 
 
-@task(name="judge", task_run_name="judge-batch-{batch_index}")
+@task(name="judge", task_run_name=task_run_name("judge"))
 def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
     if not config.judge:  # --no-judge: verdicts from the checks alone
         progress.advance("judge", len(cases))

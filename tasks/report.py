@@ -14,8 +14,10 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.reporting.compare import write_comparison
+from codegen_eval.reporting.events import publish_run_events
 from codegen_eval.reporting.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
+from codegen_eval.naming import task_run_name
 
 
 @task(name="start-run")
@@ -46,7 +48,7 @@ def advance_progress(run_dir: str, cases: int) -> None:
     update_progress_artifact(UUID(progress["artifact_id"]), round(100 * min(done, progress["total"]) / max(progress["total"], 1), 1))
 
 
-@task(name="record", task_run_name="record-batch-{batch_index}")
+@task(name="record", task_run_name=task_run_name("record"))
 def record_batch(
     cases: list[Case], generations: list[Generation], checks: list[list[CheckResult]], judgements: list[Judgement],
     config: RunConfig, run_dir: str, batch_index: int = 0,
@@ -74,12 +76,13 @@ def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]],
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
-    previous = latest_run(path.parent, config.dataset, before=path.name)
+    previous = latest_run(path.parent, config.dataset, config.model, before=path.name)
     summary.previous_run = previous.name if previous else None
     report_path = write_run(path, summary)
-    if previous is not None:  # link the report to what changed since the last run of this dataset
-        write_comparison(previous, path)
+    # link the report to what changed since the last run of this dataset and model
+    comparison = write_comparison(previous, path) if previous is not None else None
     _publish(summary, first, report_path)
+    publish_run_events(path, summary, previous, comparison, config.alert_drop)
     return run_dir
 
 
