@@ -14,13 +14,13 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.reporting.compare import write_comparison
-from codegen_eval.reporting.events import publish_run_events
+from codegen_eval.reporting.events import _wilson_interval, publish_run_events
 from codegen_eval.reporting.report import append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
 from codegen_eval.naming import task_run_name
 
 
-@task(name="start-run")
+@task(name="start-run", task_run_name=task_run_name("start-run"))
 def start_run(config: RunConfig, total: int) -> str:
     run_dir = str(create_run_dir(config.out, config.model_dump(mode="json")))
     artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.model)}", description=f"Cases graded in run {Path(run_dir).name}")
@@ -63,7 +63,7 @@ def record_batch(
     return len(results)
 
 
-@task(name="report")
+@task(name="report", task_run_name=task_run_name("report"))
 def report(run_dir: str, config: RunConfig, order: list[tuple[str, str | None]], wall_seconds: float | None = None) -> str:
     """Summary, CSV, JUnit and HTML from results.jsonl, streamed: memory does not grow with the run."""
     path = Path(run_dir)
@@ -98,13 +98,16 @@ def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> 
     ]
     more = f" (first {TABLE_ROWS} of {summary.cases}; all in results.csv)" if summary.cases > TABLE_ROWS else ""
     create_table_artifact(key=f"verdicts-{key}", table=rows, description=f"Per-case verdicts of run {summary.run_id}{more}")
-    create_markdown_artifact(key=f"summary-{key}", markdown=summary_markdown(summary, report_path), description=f"Summary of run {summary.run_id}")
+    low, high = _wilson_interval(summary.verdicts.get("PASS", 0), summary.cases)
+    rate = f"pass rate {summary.pass_rate:.0%} (95% CI {low:.0%}–{high:.0%}) on {summary.cases} cases"
+    create_markdown_artifact(key=f"summary-{key}", markdown=summary_markdown(summary, report_path), description=f"Run {summary.run_id}: {rate}")
 
 
 def summary_markdown(summary: Summary, report_path: Path) -> str:
     """The run at a glance for the Prefect UI: verdicts, pass rates by group, calls, tokens, cost."""
     counts = " · ".join(f"{v} {n}" for v, n in summary.verdicts.items())
-    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} cases · {counts} · pass rate {summary.pass_rate:.0%}", "",
+    low, high = _wilson_interval(summary.verdicts.get("PASS", 0), summary.cases)
+    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} cases · {counts} · pass rate {summary.pass_rate:.0%} (95% CI {low:.0%}–{high:.0%})", "",
              "| group | cases | pass rate |", "| --- | --- | --- |"]
     for group in (summary.by_format, summary.by_difficulty):
         for name, verdicts in group.items():
