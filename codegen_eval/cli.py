@@ -214,7 +214,7 @@ def _print_summary(run_dir: Path) -> float:
     return summary.pass_rate
 
 
-def summary_table(summary) -> "Table":
+def summary_table(summary):
     """The run at a glance, within 80 columns (a plain terminal) even at 20,000 cases and millions of tokens."""
     from rich import box
     from rich.table import Table

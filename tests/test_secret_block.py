@@ -6,7 +6,6 @@ directory, the call cache or anything the worker wrote."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
