@@ -24,14 +24,20 @@ from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_o
 from codegen_eval.models.pricing import price
 from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
 from codegen_eval.grading.scoring import ScoringConfig
+from codegen_eval.quiet_prefect import PrefectServerError, quiet_prefect, turn_analytics_off
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
 err = Console(stderr=True)
 
 
+alerts = typer.Typer(no_args_is_help=True, help="Regression alerts on a Prefect server (PREFECT_API_URL).")
+app.add_typer(alerts, name="alerts")
+
+
 @app.callback()
 def main() -> None:
     """codegen-eval: generate, check, judge and report, as cached Prefect tasks."""
+    turn_analytics_off()  # before Prefect is imported: the tool runs offline
 
 
 Dataset = Annotated[Path, typer.Option(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")]
@@ -47,6 +53,7 @@ NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: v
 FailUnder = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Exit 1 when the pass rate is below this (0-1).")]
 BaseUrl = Annotated[Optional[str], typer.Option(help="Where openai:<name> models are served (default: OPENAI_BASE_URL, else OpenAI).")]
 MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
+AlertDrop = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Emit codegen-eval.run.regressed when the pass rate drops by more than this (0-1) since the last run of the dataset and model (McNemar p < 0.05 always does).")]
 
 
 @app.command()
@@ -73,6 +80,8 @@ def run(
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Sampling temperature where the backend takes one (not the Claude API).")] = None,
     calibration: Calibration = None,
     base_url: BaseUrl = None,
+    alert_drop: AlertDrop = None,
+    api_key_block: Annotated[Optional[str], typer.Option(help="A Prefect Secret block holding the Anthropic API key, read by the flow.")] = None,
 ) -> None:
     """Evaluate one or more models on a dataset; prints the run directory as the last line."""
     models = model or [default_model()]
@@ -82,7 +91,7 @@ def run(
     config = _calibrated(config, calibration)
     update = {"models": models, "samples": samples, "temperature": temperature, "max_cost_usd": max_cost, "use_batch": batch,
               "timeout_s": timeout, "max_attempts": max_attempts, "task_runner": task_runner, "dask_address": dask_address,
-              "base_url": base_url}
+              "base_url": base_url, "alert_drop": alert_drop, "api_key_block": api_key_block}
     if retry_errors:
         last = latest_run(out, str(dataset), models)
         if last is None:
@@ -154,17 +163,20 @@ def regrade(
     run_dir: Annotated[Path, typer.Argument(help="An earlier run directory.", exists=True, file_okay=False)],
     rubric: Rubric = None,
     judge_model: JudgeModel = None,
-    out: Out = Path(DEFAULT_OUT),
+    out: Annotated[Optional[Path], typer.Option(help="Where the new run directory is written (default: next to RUN_DIR).")] = None,
     no_judge: NoJudge = False,
     fail_under: FailUnder = None,
     calibration: Calibration = None,
+    alert_drop: AlertDrop = None,
 ) -> None:
     """Check and judge an earlier run's outputs again (current checks, rubric, judge): 0 generation calls."""
     _distinct(judge_model or [])
     try:
-        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model or None, str(out), not no_judge)
+        config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model or None, str(out) if out else None, not no_judge)
     except (OSError, ValueError) as exc:
         _fail(f"{run_dir}: not a run directory ({exc})")
+    if alert_drop is not None:
+        config = config.model_copy(update={"alert_drop": alert_drop})
     _execute(_calibrated(config, calibration), fail_under)
 
 
@@ -181,6 +193,30 @@ def compare(
         print(write_comparison(run_a, run_b, out))
     except (OSError, ValueError) as exc:
         _fail(f"cannot compare {run_a} and {run_b}: {exc}")
+
+
+@alerts.command("create")
+def alerts_create(
+    webhook: Annotated[str, typer.Option(help="URL that receives a POST {\"text\": ...} per regressed run.")],
+    name: Annotated[str, typer.Option(help="Name of the webhook block and of the automation.")] = "codegen-eval-regression",
+) -> None:
+    """Create (or update) a webhook block and an automation that posts when a run regresses."""
+    turn_analytics_off()
+    from prefect.settings import get_current_settings
+
+    from codegen_eval.alerts import create_alert
+
+    if get_current_settings().api.url is None:
+        _fail("alerts live on a Prefect server: start one (prefect server start) and set PREFECT_API_URL")
+    try:
+        setup = create_alert(webhook, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 (the server's answer, in one line)
+        _fail(f"could not create the alert on {get_current_settings().api.url}: {exc}")
+    verb = "created" if setup.created else "updated"
+    err.print(f"automation {setup.name!r} {verb}: on codegen-eval.run.regressed, POST to {webhook}", highlight=False)
+    print(setup.automation_id)
 
 
 @app.command()
@@ -290,9 +326,13 @@ def _calibrated(config: RunConfig, paths: list[Path] | None) -> RunConfig:
 def _execute(config: RunConfig, fail_under: float | None = None) -> None:
     total = _preflight(config)
     try:
-        run_dir = _run_flow(config, total)
+        with quiet_prefect(config.out) as quiet:
+            run_dir = _run_flow(config, total)
+            quiet.run_dir = Path(run_dir)
     except CacheError as exc:  # e.g. the disk filled up mid-run
         _fail(f"{exc}. Every answer stored before this is kept: free space and run the same command again.")
+    except PrefectServerError as exc:
+        _fail(str(exc))
     pass_rate = _print_summary(Path(run_dir))
     print(run_dir)
     if fail_under is not None and pass_rate < fail_under:
@@ -315,15 +355,18 @@ def summary_lines(summary) -> list:
     95 % interval, pass@k, cost), then calls per stage."""
     from rich.table import Table
 
-    verdicts = "  ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
-    lines: list = [Text(f"{summary.cases} results · {verdicts} · pass rate {summary.pass_rate:.0%}")]
+    from codegen_eval.reporting.events import pass_rate_ci95
+
+    verdicts = " · ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
+    low, high = pass_rate_ci95(summary)
+    lines: list = [Text(f"{summary.cases} results · pass rate {summary.pass_rate:.0%} (95% CI {low:.0%}–{high:.0%})\n{verdicts}")]
     ks = sorted({k for stats in summary.models.values() for k in stats.pass_at_k}, key=int)
     models = Table(box=None, pad_edge=False)
     for column in ("model", "cases", "pass", "95% CI", *(f"pass@{k}" for k in ks), "cost USD"):
         models.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
     for model, stats in summary.models.items():
         low, high = stats.pass_rate_ci95
-        cost = f"{stats.cost_usd:.4f}" if stats.cost_usd is not None else "unknown"
+        cost = f"{stats.cost_usd:.4f}" if stats.cost_usd is not None else "n/a"
         at_k = [f"{stats.pass_at_k[k]:.2f}" if k in stats.pass_at_k else "–" for k in ks]
         models.add_row(model, str(stats.cases), f"{stats.pass_rate:.0%}", f"{low:.0%}–{high:.0%}", *at_k, cost)
     lines.append(models)
@@ -331,13 +374,7 @@ def summary_lines(summary) -> list:
         ignored = [m for m, stats in summary.models.items() if stats.temperature is None]
         if ignored:
             lines.append(Text(f"temperature {summary.temperature} not applied (the backend takes none): {', '.join(ignored)}"))
-    table = Table(box=None, pad_edge=False)
-    for column in ("stage", "calls", "cached", "retries", "tokens in", "tokens out", "cost USD"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
-        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
-        table.add_row(name, str(stage.calls_made), str(stage.calls_cached), str(stage.retries), str(stage.input_tokens), str(stage.output_tokens), cost)
-    lines.append(table)
+    lines.append(stage_table(summary))
     if summary.over_budget:
         lines.append(Text(f"{summary.over_budget} case(s) left ungraded by --max-cost", style="bold yellow"))
     if summary.judge_agreement is not None:
@@ -346,6 +383,21 @@ def summary_lines(summary) -> list:
         style = "yellow" if summary.judge_agreement.low_information else ""
         lines.append(Text("\n".join(describe(summary.judge_agreement)), style=style))
     return lines
+
+
+def stage_table(summary):
+    """Calls, tokens and cost per stage, within 80 columns (a plain terminal) even at 20,000 cases and millions of tokens."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("stage", "calls", "cached", "retries", "tokens in", "tokens out", "cost USD"):
+        table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=True)
+    for name, stage in (("generation", summary.generation), ("judging", summary.judging)):
+        cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
+        table.add_row(name, f"{stage.calls_made:,}", f"{stage.calls_cached:,}", f"{stage.retries:,}",
+                      f"{stage.input_tokens:,}", f"{stage.output_tokens:,}", cost)
+    return table
 
 
 def _preflight(config: RunConfig) -> int:
@@ -367,7 +419,8 @@ def _preflight(config: RunConfig) -> int:
         if not (config.outputs or config.regrade_of):
             models.update(config.models)
         for model in sorted(models):
-            get_backend(model, config.base_url)
+            if not (config.api_key_block and model != "local"):  # with a Secret block, the flow loads the key
+                get_backend(model, config.base_url)
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)

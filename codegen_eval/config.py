@@ -18,39 +18,54 @@ DEFAULT_OUT = "artifacts/runs"
 
 
 class RunConfig(BaseModel):
-    dataset: str = DEFAULT_DATASET
-    # The models that write code, each graded on every case; Claude with a key, the embedded model
-    # without. A single `model` (run.json files, deployments written before) is read as [model].
-    models: list[str] = Field(default_factory=lambda: [default_model()], min_length=1)
-    samples: int = Field(1, ge=1, le=100)  # answers per case and model (pass@k)
-    temperature: float | None = Field(None, ge=0, le=2)  # None: each backend's default (the local model: greedy)
-    # Models that grade; several: each grades each case, the case's judge score is their median.
-    # Empty: the first of models. The single `judge_model` of older run.json files and deployments is accepted.
-    judge_models: list[str] = Field(default_factory=list)
-    # Judge model -> the score at which it passes a case, from `codegen-eval calibrate` (--calibration).
+    """What to evaluate and how. Every field is a named, described field of the Prefect UI's run form."""
+
+    dataset: str = Field(DEFAULT_DATASET, description="Cases file: .jsonl, .json or HumanEval .jsonl(.gz), relative to the project root.")
+    # A single `model` (run.json files, deployments written before) is read as [model].
+    models: list[str] = Field(
+        default_factory=lambda: [default_model()], min_length=1,
+        description="Models that write the code, each graded on every case: Claude model ids, 'local' (the embedded model) or openai:<name>.",
+    )
+    samples: int = Field(1, ge=1, le=100, description="Answers per case and model (pass@k).")
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature where the backend takes one; empty: each backend's default (the local model: greedy).")
+    # The single `judge_model` of older run.json files and deployments is accepted.
+    judge_models: list[str] = Field(
+        default_factory=list,
+        description="Models that grade; several: each grades each case and the case's judge score is their median. Empty: the first model.",
+    )
     # Used where the judge is measured against the tests (judge_agreement), not in scoring.
-    judge_thresholds: dict[str, float] = Field(default_factory=dict)
-    calibrations: list[str] = Field(default_factory=list)  # the calibration files they came from
-    # Where openai:<name> models are served (e.g. http://127.0.0.1:8000/v1); None: OPENAI_BASE_URL or OpenAI.
+    judge_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Judge model -> the score at which it passes a case, from `codegen-eval calibrate`.",
+    )
+    calibrations: list[str] = Field(default_factory=list, description="The calibration files the judge thresholds came from.")
     # The key never goes here (nor in run.json): it comes from OPENAI_API_KEY only.
-    base_url: str | None = None
-    rubric: str | None = None  # a Jinja2 judge template; None is the shipped one
-    judge: bool = True  # False (--no-judge): verdicts from the checks alone
-    max_cost_usd: float | None = Field(None, gt=0)  # stop making calls once this would be exceeded
-    use_batch: bool = False  # --batch: uncached calls go through Message Batches
-    regrade_of: str | None = None  # an earlier run directory whose outputs are graded again
-    retry_errors_of: str | None = None  # an earlier run: only its ERROR cases run again, the rest carry over
-    outputs: str | None = None  # grade these recorded outputs ({"id", "output", "cid"?} per line) instead of generating
-    out: str = DEFAULT_OUT
-    cache_dir: str | None = None  # None: CODEGEN_EVAL_CACHE_DIR or artifacts/cache
-    concurrency: int = Field(8, ge=1, le=512)  # model calls in flight, generation and judging together
-    timeout_s: float = Field(120.0, gt=0)  # per model call
-    max_attempts: int = Field(6, ge=1)  # tries per call on 429, 529, 5xx and timeouts
-    task_runner: Literal["thread", "dask"] = "thread"  # dask: fan batches out to a Dask cluster
-    dask_address: str | None = None  # a running Dask scheduler; None starts a LocalCluster
+    base_url: str | None = Field(None, description="Where openai:<name> models are served (e.g. http://127.0.0.1:8000/v1); empty: OPENAI_BASE_URL or OpenAI.")
+    rubric: str | None = Field(None, description="A Jinja2 judge template replacing the shipped one; empty: the shipped rubric.")
+    judge: bool = Field(True, description="Ask the LLM judge; off: verdicts from the checks alone (--no-judge).")
+    max_cost_usd: float | None = Field(None, gt=0, description="Make no call that could take the run's spending past this many USD.")
+    use_batch: bool = Field(False, description="Send uncached calls as Message Batches: half price, slower (--batch).")
+    regrade_of: str | None = Field(None, description="An earlier run directory whose outputs are graded again (no generation).")
+    retry_errors_of: str | None = Field(None, description="An earlier run: only its ERROR cases run again, the rest carry over.")
+    outputs: str | None = Field(None, description='Recorded outputs ({"id", "output", "cid"?} per line) graded instead of generating.')
+    out: str = Field(DEFAULT_OUT, description="Directory the run directory is written into.")
+    cache_dir: str | None = Field(None, description="Model-call and check cache; empty: CODEGEN_EVAL_CACHE_DIR or artifacts/cache.")
+    concurrency: int = Field(8, ge=1, le=512, description="Model calls in flight at most, generation and judging together.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds one model call may take before it is retried.")
+    max_attempts: int = Field(6, ge=1, description="Tries per call on 429, 529, 5xx and timeouts.")
+    task_runner: Literal["thread", "dask"] = Field("thread", description="thread, or dask to fan batches out to a Dask cluster.")
+    dask_address: str | None = Field(None, description="A running Dask scheduler (tcp://host:8786); empty: a LocalCluster.")
     # Cases per Prefect task: one task per case per stage would swamp a Prefect server (~25 task runs/s).
-    batch_size: int = Field(100, ge=1)
-    scoring: ScoringConfig = ScoringConfig()
+    batch_size: int = Field(100, ge=1, description="Cases per Prefect task run.")
+    scoring: ScoringConfig = Field(ScoringConfig(), description="Score weights and verdict thresholds.")
+    alert_drop: float | None = Field(
+        None, ge=0, le=1,
+        description="Also report a regression when the pass rate on shared cases drops by more than this (0-1) "
+                    "since the previous run of this dataset and model; McNemar p < 0.05 always counts.",
+    )
+    # The block's name only: the key itself never enters the settings, run.json or the flow's parameters.
+    api_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding ANTHROPIC_API_KEY, read by the flow at run time.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -100,13 +115,15 @@ def regrade_config(
     run_dir: str | Path,
     rubric: str | None = None,
     judge_model: str | list[str] | None = None,
-    out: str = DEFAULT_OUT,
+    out: str | None = None,
     judge: bool = True,
 ) -> RunConfig:
-    """The settings of an earlier run, set to grade its outputs again (no generation)."""
+    """The settings of an earlier run, set to grade its outputs again (no generation).
+
+    By default the new run is written next to the earlier one (`out` None), wherever this is started."""
     parent = RunConfig.model_validate(json.loads((Path(run_dir) / "run.json").read_text()))
     update = {
-        "regrade_of": str(run_dir), "outputs": None, "use_batch": False, "max_cost_usd": None, "out": out, "judge": judge,
+        "regrade_of": str(run_dir), "outputs": None, "use_batch": False, "max_cost_usd": None, "out": out or str(Path(run_dir).parent), "judge": judge,
         "cache_dir": os.environ.get("CODEGEN_EVAL_CACHE_DIR") or parent.cache_dir,
     }
     if rubric:

@@ -14,9 +14,11 @@ from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque as _opaque
 
+from codegen_eval.api_key import use_api_key_block
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, batches
 from codegen_eval.generation import Generation
+from codegen_eval.naming import flow_run_name, tag_flow_run, task_name
 from tasks.check import check_batch, sandbox_self_test
 from tasks.dataset import Item, plan, validate_dataset
 from tasks.generate import generate_batch
@@ -31,9 +33,17 @@ TASKS_PER_BATCH = 4  # generate, check, judge, record
 
 
 # Bounded: Prefect's default thread pool has no limit. Model calls have their own bounded pool.
-@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True)
+@flow(name="codegen-eval", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES * TASKS_PER_BATCH), log_prints=True,
+      flow_run_name=flow_run_name)
 def evaluate(config: RunConfig) -> str:
+    """Evaluate a model on a dataset: generate, check, judge, report. Returns the run directory.
+
+    Args:
+        config: What to evaluate and how; each field is described in the form.
+    """
     started = time.perf_counter()
+    use_api_key_block(config.api_key_block)  # the key from a Prefect Secret block, into this process only
+    tag_flow_run(config)
     sandbox_self_test()  # a sandbox that cannot grade here stops the run before its references are proven
     ids = validate_dataset(config.dataset, config.cache_dir)
     items, order = plan(config, ids)
@@ -51,7 +61,7 @@ def evaluate(config: RunConfig) -> str:
             else:
                 generations = given
             checks = check_batch.submit(batch_cases, opaque(generations), index, model)
-            judge = judge_batch.with_options(task_run_name=f"judge[{model}]-batch-{index}")
+            judge = judge_batch.with_options(task_run_name=task_name("judge", {"model": model, "batch_index": index}))
             judgements = judge.submit(batch_cases, opaque(generations), settings, run_dir, index)
             recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index, model)
             in_flight.append((generations, checks, judgements, recorded))

@@ -9,6 +9,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
+from codegen_eval.naming import task_run_name
 
 
 @task(name="sandbox-self-test")
@@ -18,7 +19,7 @@ def sandbox_self_test() -> None:
     ensure_sandbox_works(shared_sandbox())
 
 
-@task(name="check", task_run_name="check[{model}]-batch-{batch_index}")
+@task(name="check", task_run_name=task_run_name("check"))
 def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "") -> list[list[CheckResult]]:
     sandbox = shared_sandbox()
 

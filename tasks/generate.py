@@ -9,10 +9,11 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, accept_generation, generate, generation_request
 from codegen_eval.models.strategies import strategy_for
+from codegen_eval.naming import task_run_name
 from tasks import call_policy, finish, open_cache, pool_size
 
 
-@task(name="generate", task_run_name="generate[{model}]-batch-{batch_index}")
+@task(name="generate", task_run_name=task_run_name("generate"))
 def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0, model: str = ""):
     """`config.samples` answers from `model` per case, case by case: [case 0 sample 0, case 0 sample 1, ...]."""
     model = model or config.models[0]

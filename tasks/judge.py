@@ -10,10 +10,11 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus, combine, judge, judge_request, usable
 from codegen_eval.models.strategies import strategy_for
+from codegen_eval.naming import task_run_name
 from tasks import call_policy, finish, open_cache, pool_size
 
 
-@task(name="judge", task_run_name="judge-batch-{batch_index}")
+@task(name="judge", task_run_name=task_run_name("judge"))
 def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
     """Every judge grades every case of the batch (each judge's calls cached on their own); a case's
     judgement is their combination (`combine`: the median score)."""

@@ -15,11 +15,13 @@ from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
 from codegen_eval.reporting.agreement import describe
 from codegen_eval.reporting.compare import write_comparison
+from codegen_eval.reporting.events import pass_rate_ci95, publish_run_events
 from codegen_eval.reporting.report import ResultKey, append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
+from codegen_eval.naming import task_run_name
 
 
-@task(name="start-run")
+@task(name="start-run", task_run_name=task_run_name("start-run"))
 def start_run(config: RunConfig, total: int) -> str:
     run_dir = str(create_run_dir(config.out, config.model_dump(mode="json")))
     artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.label)}", description=f"Cases graded in run {Path(run_dir).name}")
@@ -47,7 +49,7 @@ def advance_progress(run_dir: str, cases: int) -> None:
     update_progress_artifact(UUID(progress["artifact_id"]), round(100 * min(done, progress["total"]) / max(progress["total"], 1), 1))
 
 
-@task(name="record", task_run_name="record[{model}]-batch-{batch_index}")
+@task(name="record", task_run_name=task_run_name("record"))
 def record_batch(
     cases: list[Case], generations: list[Generation], checks: list[list[CheckResult]], judgements: list[Judgement],
     config: RunConfig, run_dir: str, batch_index: int = 0, model: str = "",
@@ -62,7 +64,7 @@ def record_batch(
     return len(results)
 
 
-@task(name="report")
+@task(name="report", task_run_name=task_run_name("report"))
 def report(run_dir: str, config: RunConfig, order: list[ResultKey], wall_seconds: float | None = None) -> str:
     """Summary, CSV, JUnit and HTML from results.jsonl, streamed: memory does not grow with the run."""
     path = Path(run_dir)
@@ -77,12 +79,13 @@ def report(run_dir: str, config: RunConfig, order: list[ResultKey], wall_seconds
     )
     summary.wall_seconds = wall_seconds
     summary.parent = config.regrade_of
-    previous = latest_run(path.parent, config.dataset, before=path.name)
+    previous = latest_run(path.parent, config.dataset, config.models, before=path.name)
     summary.previous_run = previous.name if previous else None
     report_path = write_run(path, summary, grid)
-    if previous is not None:  # link the report to what changed since the last run of this dataset
-        write_comparison(previous, path)
+    # link the report to what changed since the last run of this dataset and models
+    comparison = write_comparison(previous, path) if previous is not None else None
     _publish(summary, first, report_path)
+    publish_run_events(path, summary, previous, comparison, config.alert_drop)
     return run_dir
 
 
@@ -98,19 +101,22 @@ def _publish(summary: Summary, results: list[CaseResult], report_path: Path) -> 
     ]
     more = f" (first {TABLE_ROWS} of {summary.cases}; all in results.csv)" if summary.cases > TABLE_ROWS else ""
     create_table_artifact(key=f"verdicts-{key}", table=rows, description=f"Per-case verdicts of run {summary.run_id}{more}")
-    create_markdown_artifact(key=f"summary-{key}", markdown=summary_markdown(summary, report_path), description=f"Summary of run {summary.run_id}")
+    low, high = pass_rate_ci95(summary)
+    rate = f"pass rate {summary.pass_rate:.0%} (95% CI {low:.0%}–{high:.0%}) on {summary.cases} cases"
+    create_markdown_artifact(key=f"summary-{key}", markdown=summary_markdown(summary, report_path), description=f"Run {summary.run_id}: {rate}")
 
 
 def summary_markdown(summary: Summary, report_path: Path) -> str:
     """The run at a glance for the Prefect UI: verdicts, pass rates by group, calls, tokens, cost."""
     counts = " · ".join(f"{v} {n}" for v, n in summary.verdicts.items())
-    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} cases · {counts} · pass rate {summary.pass_rate:.0%}", ""]
+    low, high = pass_rate_ci95(summary)
+    lines = [f"# codegen-eval run {summary.run_id}", "", f"{summary.cases} results · {counts} · pass rate {summary.pass_rate:.0%} (95% CI {low:.0%}–{high:.0%})", ""]
     ks = sorted({k for stats in summary.models.values() for k in stats.pass_at_k}, key=int)
     lines += ["| model | cases | pass rate | 95 % CI | " + " | ".join(f"pass@{k}" for k in ks) + " | cost USD |",
               "| --- " * (5 + len(ks)) + "|"]
     for model, stats in summary.models.items():
         low, high = stats.pass_rate_ci95
-        cost = f"{stats.cost_usd:.4f}" if stats.cost_usd is not None else "unknown"
+        cost = f"{stats.cost_usd:.4f}" if stats.cost_usd is not None else "n/a"
         at_k = " | ".join(f"{stats.pass_at_k[k]:.2f}" if k in stats.pass_at_k else "–" for k in ks)
         lines.append(f"| {model} | {stats.cases} | {stats.pass_rate:.0%} | {low:.0%}–{high:.0%} | {at_k} | {cost} |")
     lines += ["", "| group | cases | pass rate |", "| --- | --- | --- |"]

@@ -74,3 +74,37 @@ def run(prefect_api, api, tmp_path, cache_dir):
         return Path(evaluate(RunConfig(**{**settings, **overrides})))
 
     return run_once
+
+
+class LivePrefect:
+    """A `prefect server start` on a loopback port with its own PREFECT_HOME (and SQLite file)."""
+
+    def __init__(self, home: Path, port: int):
+        self.home, self.port = home, port
+        self.url = f"http://127.0.0.1:{port}/api"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        # The UI asks PREFECT_UI_API_URL for its data (127.0.0.1:4200 otherwise).
+        self.server_env = {**base, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                           "PREFECT_UI_API_URL": self.url}
+        self.env = {**self.server_env, "PREFECT_API_URL": self.url}  # for CLI runs, workers and `prefect` commands
+
+
+@pytest.fixture(scope="session")
+def live_prefect(tmp_path_factory) -> Iterator[LivePrefect]:
+    """One real Prefect server (UI included) shared by the alert, secret and UI tests: each start costs 15-20 s."""
+    import subprocess
+    import sys
+
+    from tests.loopback import free_port, wait_healthy
+
+    server = LivePrefect(tmp_path_factory.mktemp("live-prefect-home"), free_port())
+    log = (server.home / "server.log").open("wb")
+    process = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(server.port)],
+                               env=server.server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if not wait_healthy(server.url + "/health"):
+        os.killpg(process.pid, 9)
+        pytest.fail(f"the Prefect server did not start within 180 s; see {server.home / 'server.log'}")
+    yield server
+    os.killpg(process.pid, 9)
+    process.wait()
+    log.close()

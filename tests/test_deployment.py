@@ -63,8 +63,9 @@ def test_deployment_runs_through_a_worker_and_lands_in_history(prefect_server, a
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     assert flow_run.state.is_completed(), flow_run.state
-    names = {t.name.split("[")[0] if "[" in t.name else t.name.rsplit("-", 1)[0] for t in task_runs}  # generate[<model>]-batch-0
-    assert {"load-dataset", "start-run", "generate", "check", "judge", "report"} <= names
+    names = {t.name for t in task_runs}  # stage, model and batch, readable in the UI
+    assert {f"{stage} · {CLAUDE}" for stage in ("start-run", "report")} <= names and any(n.startswith("load-dataset") for n in names)
+    assert {f"{stage} · {CLAUDE} · batch 0" for stage in ("generate", "check", "judge", "record")} <= names
     assert {a.key for a in artifacts} >= {"verdicts-seed-claude-haiku-4-5", "summary-seed-claude-haiku-4-5", "progress-seed-claude-haiku-4-5"}
     assert next(a for a in artifacts if a.key.startswith("progress-")).data == 100.0
     markdown = next(a for a in artifacts if a.key.startswith("summary-")).data
