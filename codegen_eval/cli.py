@@ -397,6 +397,8 @@ def stage_table(summary):
         cost = f"{stage.cost_usd:.4f}" if stage.cost_usd is not None else "n/a"
         table.add_row(name, f"{stage.calls_made:,}", f"{stage.calls_cached:,}", f"{stage.retries:,}",
                       f"{stage.input_tokens:,}", f"{stage.output_tokens:,}", cost)
+    checking = summary.checking  # sandbox jobs run, and cases whose checks came from the check cache
+    table.add_row("checks", f"{checking.sandbox_jobs:,}", f"{checking.cases_cached:,}", "", "", "", "")
     return table
 
 

@@ -60,7 +60,7 @@ def evaluate(config: RunConfig) -> str:
                 generations = generate_batch.submit(opaque([case for case, _ in batch]), settings, run_dir, index, model)
             else:
                 generations = given
-            checks = check_batch.submit(batch_cases, opaque(generations), index, model)
+            checks = check_batch.submit(batch_cases, opaque(generations), index, model, config.cache_dir)
             judge = judge_batch.with_options(task_run_name=task_name("judge", {"model": model, "batch_index": index}))
             judgements = judge.submit(batch_cases, opaque(generations), settings, run_dir, index)
             recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index, model)

@@ -4,12 +4,13 @@ from prefect import task
 
 from codegen_eval.reporting import progress
 from codegen_eval.models.calls import run_concurrently
-from codegen_eval.grading.checks import CheckResult, run_checks
+from codegen_eval.grading.check_cache import Checked, cached_checks
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
 from codegen_eval.naming import task_run_name
+from tasks import finish, open_cache
 
 
 @task(name="sandbox-self-test")
@@ -20,14 +21,18 @@ def sandbox_self_test() -> None:
 
 
 @task(name="check", task_run_name=task_run_name("check"))
-def check_batch(cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "") -> list[list[CheckResult]]:
-    sandbox = shared_sandbox()
+def check_batch(
+    cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "", cache_dir: str | None = None
+) -> list[Checked]:
+    """Each output's checks, from the check cache when the same output, case and checker were seen before."""
+    sandbox, cache = shared_sandbox(), open_cache(cache_dir)
 
-    def one(pair: tuple[Case, Generation]) -> list[CheckResult]:
+    def one(pair: tuple[Case, Generation]) -> Checked:
         case, generation = pair
-        checks = run_checks(case, generation.code, sandbox)
+        checked = cached_checks(case, generation.code, sandbox, cache)
         progress.advance("check")
-        return checks
+        return checked
 
     # One thread per sandbox slot: checks are CPU-bound and run in the sandbox's processes.
-    return run_concurrently(one, list(zip(cases, generations, strict=True)), sandbox.slots, pool_name="sandbox")
+    results = run_concurrently(one, list(zip(cases, generations, strict=True)), sandbox.slots, pool_name="sandbox")
+    return finish(results, all(checked.cached for checked in results))

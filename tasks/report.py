@@ -8,7 +8,7 @@ from uuid import UUID
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from codegen_eval.grading.checks import CheckResult
+from codegen_eval.grading.check_cache import Checked
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
@@ -51,13 +51,14 @@ def advance_progress(run_dir: str, cases: int) -> None:
 
 @task(name="record", task_run_name=task_run_name("record"))
 def record_batch(
-    cases: list[Case], generations: list[Generation], checks: list[list[CheckResult]], judgements: list[Judgement],
+    cases: list[Case], generations: list[Generation], checks: list[Checked], judgements: list[Judgement],
     config: RunConfig, run_dir: str, batch_index: int = 0, model: str = "",
 ) -> int:
     """Score a batch and append it to results.jsonl at once; returns the number of results recorded."""
     results = [
-        assemble(case, generation, case_checks, judgement, config.scoring, (model or config.models[0], config.judge_model))
-        for case, generation, case_checks, judgement in zip(cases, generations, checks, judgements, strict=True)
+        assemble(case, generation, checked.checks, judgement, config.scoring, (model or config.models[0], config.judge_model),
+                 sandbox_jobs=checked.sandbox_jobs, checks_cached=checked.cached)
+        for case, generation, checked, judgement in zip(cases, generations, checks, judgements, strict=True)
     ]
     append_results(Path(run_dir), results)
     advance_progress(run_dir, len(results))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from codegen_eval.dataset import load_dataset
@@ -54,3 +56,22 @@ def test_a_timeout_is_tried_again_next_time(sandbox, cases, tmp_path):
     assert any(c.status.value == "TIMEOUT" for c in first.checks)
     again = cached_checks(case, looping, sandbox, cache)
     assert again.cached is False and again.sandbox_jobs == 1
+
+
+def test_a_cached_rerun_and_a_rubric_change_run_nothing_in_the_sandbox(run, tmp_path):
+    """End to end: the second run of the seed and a regrade with a new rubric make 0 sandbox jobs."""
+    import json
+
+    from codegen_eval.config import regrade_config
+    from flows.evaluate import evaluate
+
+    first = json.loads((run() / "summary.json").read_text())
+    assert first["checking"]["sandbox_jobs"] >= 2 and first["checking"]["cases_cached"] == 0
+    second_dir = run()
+    second = json.loads((second_dir / "summary.json").read_text())
+    assert second["checking"] == {"sandbox_jobs": 0, "cases_checked": 0, "cases_cached": 4}
+    rubric = tmp_path / "rubric.j2"
+    rubric.write_text("Grade this {{ format }} answer.\nTask: {{ task }}\nAnswer:\n{{ output }}\nReference: {{ expected }}\nCriteria: {{ criteria }}\n"
+                      'Reply with JSON {"score": 1-10, "reasoning": "", "strengths": [], "weaknesses": []}.\n')
+    regraded = json.loads((Path(evaluate(regrade_config(second_dir, rubric=str(rubric)))) / "summary.json").read_text())
+    assert regraded["checking"]["sandbox_jobs"] == 0 and regraded["generation"]["calls_made"] == 0

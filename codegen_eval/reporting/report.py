@@ -275,7 +275,7 @@ def carry_over(earlier: str | Path, run_dir: Path) -> list[ResultKey]:
             unpaid = {"calls": 0, "cached_calls": 0, "batch": False, "retries": 0}
             judge = old.judge.model_copy(update=unpaid)
             judges = {model: part.model_copy(update=unpaid) for model, part in old.judges.items()}
-            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "judges": judges, "cost_usd": {"generation": 0.0, "judge": 0.0}}))
+            carried.append(old.model_copy(update={"generation": old.generation.reused(), "judge": judge, "judges": judges, "cost_usd": {"generation": 0.0, "judge": 0.0}, "sandbox_jobs": 0}))
         if len(carried) >= PAGE_SIZE:
             append_results(run_dir, carried)
             carried = []

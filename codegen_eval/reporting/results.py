@@ -41,6 +41,16 @@ class CaseResult(BaseModel):
     status: str
     generation: Generation
     cost_usd: dict[str, float | None] = {}  # {"generation", "judge"}: what this run paid; None: unknown price
+    sandbox_jobs: int = 0  # jobs its checks ran in the sandbox this run (0 when served from the check cache)
+    checks_cached: bool = False  # its checks came from the check cache
+
+
+class CheckingStats(BaseModel):
+    """The checks stage, counted like model calls: sandbox jobs run, and cases whose checks were cached."""
+
+    sandbox_jobs: int = 0
+    cases_checked: int = 0  # cases whose checks ran this run
+    cases_cached: int = 0  # cases whose checks came from the check cache
 
 
 class StageStats(BaseModel):
@@ -114,6 +124,7 @@ class Summary(BaseModel):
     parent: str | None = None  # the run this one re-graded
     previous_run: str | None = None  # the latest earlier run of the same dataset, compared in compare-<id>.html
     isolation_missing: list[str] = []  # sandbox isolation that could not be applied (not root, no namespaces)
+    checking: CheckingStats = CheckingStats()
     judge_agreement: JudgeAgreement | None = None  # the judge against the tests; None when no judge ran
     samples: int = 1  # asked for per case and model
     temperature: float | None = None  # asked for; each model's row says whether it was applied
@@ -128,6 +139,8 @@ def assemble(
     judgement: Judgement,
     scoring: ScoringConfig,
     models: tuple[str, str] = ("", ""),
+    sandbox_jobs: int = 0,
+    checks_cached: bool = False,
 ) -> CaseResult:
     """One case's record; `models` (generator, judge) price its calls (the generator: the generation's own
     model when it names one)."""
@@ -161,6 +174,8 @@ def assemble(
             "generation": cost_usd(models[0], generation.usage, generation.batch) if generation.calls else 0.0,
             "judge": judge_cost(judgement, models[1]),
         },
+        sandbox_jobs=sandbox_jobs,
+        checks_cached=checks_cached,
     )
 
 
@@ -235,6 +250,7 @@ class SummaryBuilder:
         self.histogram = [0] * 10  # cases per score bin [0,1), [1,2), ..., [9,10]
         self.judged = False
         self.isolation_missing: set[str] = set()
+        self.checking = CheckingStats()
         self.grid: Grid = {}
         self.tallies: dict[str, _ModelTally] = {}
 
@@ -250,6 +266,11 @@ class SummaryBuilder:
         self.judged = self.judged or r.judge.status.value != "SKIPPED"
         for check in r.checks:
             self.isolation_missing.update(check.details.get("isolation_missing", []))
+        self.checking.sandbox_jobs += r.sandbox_jobs
+        if r.checks_cached:
+            self.checking.cases_cached += 1
+        elif r.checks:
+            self.checking.cases_checked += 1
         g, j = r.generation, r.judge
         model = r.model or self.models[0]
         _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, model, g.batch)
@@ -287,6 +308,7 @@ class SummaryBuilder:
             small_local_judge=LOCAL_MODEL in self.judge_models and self.judged,
             histogram=self.histogram,
             isolation_missing=sorted(self.isolation_missing),
+            checking=self.checking,
             judge_agreement=self.agreement.build(),
             samples=self.samples,
             temperature=self.temperature,
