@@ -30,14 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -94,9 +98,9 @@ def main() -> None:
         with Background([sys.executable, str(Path(__file__).resolve()), "--serve", "--latency-ms", str(args.latency_ms)], env, cwd=ROOT) as api:
             standin = StandIn(api)
             runner = Runner(args, env, work, standin, promptfoo)
-            walls = runner.measure()
+            runs = runner.measure()
     load_after = load()
-    publish(section(args, walls, load_before, load_after, promptfoo) + [""], write=not args.no_publish)
+    publish(section(args, runs, load_before, load_after, promptfoo) + [""], write=not args.no_publish)
 
 
 class StandIn:
@@ -105,6 +109,11 @@ class StandIn:
     def __init__(self, background: Background):
         self.background = background
         self.url = background.wait_for_url(r"http://127\.0\.0\.1:\d+")
+        self.process = psutil.Process(background.process.pid)
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
 
     def served(self) -> int:
         seen = len(self.background._lines)
@@ -118,38 +127,53 @@ class StandIn:
         raise RuntimeError("the stand-in API did not report its count")
 
 
+@dataclass
+class Run:
+    wall: float  # seconds, the whole command
+    cpu: float  # user + system seconds of the command's process tree (its waited-for processes)
+    standin_cpu: float  # user + system seconds the stand-in API spent meanwhile
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, env: dict[str, str], work: Path, standin: StandIn, promptfoo: Path | None):
         self.args, self.env, self.work, self.standin, self.promptfoo = args, env, work, standin, promptfoo
         self.inputs = {n: self._inputs(n) for n in args.sizes}
 
-    def measure(self) -> dict[tuple[str, int, str], list[float]]:
-        """Walls in seconds by (tool, size, "uncached" | "cached"), in the order run."""
-        walls: dict[tuple[str, int, str], list[float]] = {}
+    def measure(self) -> dict[tuple[str, int, str], list[Run]]:
+        """Runs by (tool, size, "uncached" | "cached"), in the order run."""
+        walls: dict[tuple[str, int, str], list[Run]] = {}
         for repeat in range(self.args.repeats):
             for size in self.args.sizes:
                 tools = self.args.tools if repeat % 2 == 0 else self.args.tools[::-1]
                 for tool in tools:
                     cache = self.work / "caches" / f"{tool}-{size}-{repeat}"
                     for mode in ("uncached", "cached"):
-                        wall = self.run(tool, size, cache, expect_calls=2 * size if mode == "uncached" else 0)
-                        walls.setdefault((tool, size, mode), []).append(wall)
-                        print(f"repeat {repeat + 1}: {tool} {size} cases {mode}: {wall:.2f} s", file=sys.stderr, flush=True)
+                        run = self.run(tool, size, cache, expect_calls=2 * size if mode == "uncached" else 0)
+                        walls.setdefault((tool, size, mode), []).append(run)
+                        print(f"repeat {repeat + 1}: {tool} {size} cases {mode}: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, "
+                              f"stand-in {run.standin_cpu:.2f} s CPU", file=sys.stderr, flush=True)
         return walls
 
-    def run(self, tool: str, size: int, cache: Path, expect_calls: int) -> float:
+    def run(self, tool: str, size: int, cache: Path, expect_calls: int) -> Run:
         before = self.standin.served()
         command, env, check = self._codegen_eval(size, cache) if tool == "codegen-eval" else self._promptfoo(size, cache)
+        cpu, standin_cpu = _children_cpu_s(), self.standin.cpu_s()
         started = time.perf_counter()
         done = subprocess.run(command, env=env, cwd=self.work, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        cpu, standin_cpu = _children_cpu_s() - cpu, self.standin.cpu_s() - standin_cpu
         if done.returncode:
             raise RuntimeError(f"{tool} exited {done.returncode}: {(done.stderr or done.stdout)[-3000:]}")
         calls = self.standin.served() - before
         if calls != expect_calls:
             raise RuntimeError(f"{tool}, {size} cases: the stand-in served {calls} calls, {expect_calls} expected")
         check(done.stdout)
-        return wall
+        return Run(wall, cpu, standin_cpu)
 
     def _codegen_eval(self, size: int, cache: Path) -> tuple[list[str], dict[str, str], Any]:
         command = [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(self.inputs[size]["dataset"]), "--model", MODEL,
@@ -224,25 +248,35 @@ def _text(content: str | list[dict[str, Any]]) -> str:
     return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
 
 
-def section(args: argparse.Namespace, walls: dict[tuple[str, int, str], list[float]], load_before: str, load_after: str,
+def section(args: argparse.Namespace, runs: dict[tuple[str, int, str], list[Run]], load_before: str, load_after: str,
             promptfoo: Path | None) -> list[str]:
     small, large = args.sizes
     ideal_ms = 2 * args.latency_ms / args.concurrency
-    med = {key: median(values) for key, values in walls.items()}
+
+    def med(tool: str, size: int, mode: str, figure: str = "wall") -> float:
+        return median(getattr(run, figure) for run in runs[tool, size, mode])
+
+    def slope_ms(tool: str, mode: str, figure: str = "wall") -> float:
+        return (med(tool, large, mode, figure) - med(tool, small, mode, figure)) * 1000 / (large - small)
+
     peer = f"promptfoo {args.promptfoo_version} (Node {_node_version()})" if promptfoo else "no peer"
     lines = [heading(f"Peers: codegen-eval and promptfoo, concurrency {args.concurrency}"), "",
-             machine() + f"; load average {load_before} before, {load_after} after (2 cores shared with other work: context, not targets).",
+             machine() + f"; load average (1, 5, 15 min) {load_before} before, {load_after} after: 2 cores shared with other work, "
+             "so these walls are context, not targets.",
              f"{peer}; one loopback Messages-API stand-in at {args.latency_ms:.0f} ms; generation + LLM judge per case; "
-             f"{small} and {large} synthetic cases, alternating, medians of {args.repeats}; codegen-eval with a running Prefect server.", "",
-             f"| tool | uncached {small} / {large} s | marginal ms per case | x ideal {ideal_ms:.2f} ms | cached {small} / {large} s | cached ms per case |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             f"{small} and {large} synthetic cases, alternating, medians of {args.repeats}; codegen-eval with a running Prefect server. "
+             "Marginal = slope between the sizes; CPU = user + system of the tool's process tree; stand-in = the API process's CPU.", "",
+             f"| tool | uncached wall {small} / {large} s | marginal ms per case | x ideal {ideal_ms:.2f} ms | CPU ms per case (marginal) "
+             f"| stand-in CPU ms per case | cached wall {small} / {large} s | cached marginal ms per case | cached CPU {small} s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tool in args.tools:
-        slope = (med[tool, large, "uncached"] - med[tool, small, "uncached"]) * 1000 / (large - small)
-        cached_slope = (med[tool, large, "cached"] - med[tool, small, "cached"]) * 1000 / (large - small)
-        lines.append(f"| {tool} | {med[tool, small, 'uncached']:.2f} / {med[tool, large, 'uncached']:.2f} | {slope:.2f} | "
-                     f"**{slope / ideal_ms:.2f}** | {med[tool, small, 'cached']:.2f} / {med[tool, large, 'cached']:.2f} | {cached_slope:.2f} |")
-    lines += ["", "All walls (s, whole command, in run order): " + "; ".join(
-        f"{tool} {size} {mode}: {', '.join(f'{w:.2f}' for w in values)}" for (tool, size, mode), values in walls.items()) + "."]
+        slope = slope_ms(tool, "uncached")
+        lines.append(f"| {tool} | {med(tool, small, 'uncached'):.2f} / {med(tool, large, 'uncached'):.2f} | {slope:.2f} | **{slope / ideal_ms:.2f}** | "
+                     f"{slope_ms(tool, 'uncached', 'cpu'):.2f} | {med(tool, large, 'uncached', 'standin_cpu') * 1000 / large:.2f} | "
+                     f"{med(tool, small, 'cached'):.2f} / {med(tool, large, 'cached'):.2f} | {slope_ms(tool, 'cached'):.2f} | "
+                     f"{med(tool, small, 'cached', 'cpu'):.2f} |")
+    lines += ["", "All runs (wall s / CPU s, whole command, in run order): " + "; ".join(
+        f"{tool} {size} {mode}: {', '.join(f'{r.wall:.2f}/{r.cpu:.2f}' for r in values)}" for (tool, size, mode), values in runs.items()) + "."]
     return lines
 
 
