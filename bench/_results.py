@@ -18,9 +18,15 @@ def machine() -> str:
     return f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
 
 
-def publish(lines: list[str]) -> None:
-    """Print a section and append it to RESULTS.md."""
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the (shared) machine was around a measurement."""
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def publish(lines: list[str], write: bool = True) -> None:
+    """Print a section and (unless `write` is false) append it to RESULTS.md."""
     text = "\n".join(lines)
     print(text)
-    with RESULTS.open("a", encoding="utf-8") as f:
-        f.write(text + "\n")
+    if write:
+        with RESULTS.open("a", encoding="utf-8") as f:
+            f.write(text + "\n")

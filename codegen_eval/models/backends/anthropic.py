@@ -9,10 +9,9 @@ argument, so a request's temperature and seed only tell samples apart in the cac
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from codegen_eval.models.backends import (
     BackendError,
@@ -25,6 +24,9 @@ from codegen_eval.models.backends import (
     retry_after_s,
 )
 
+if TYPE_CHECKING:
+    import anthropic
+
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 
 
@@ -34,10 +36,33 @@ class AnthropicBackend:
     def __init__(self, max_retries: int = 0, timeout_s: float = 600.0):
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise ConfigError("ANTHROPIC_API_KEY is not set: set it, or use --model local for the embedded model")
-        # The SDK reads the key and ANTHROPIC_BASE_URL from the environment itself.
-        self._client = anthropic.Anthropic(max_retries=max_retries, timeout=timeout_s)
-        # Batch submission and polling are few and not rate-limited per case: the SDK's retries do.
-        self._batches = self._client.with_options(max_retries=2).messages.batches
+        self._options = {"max_retries": max_retries, "timeout": timeout_s}
+        self._sdk: anthropic.Anthropic | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> anthropic.Anthropic:
+        return self._connect()
+
+    @property
+    def _batches(self) -> Any:
+        self._connect()
+        return self._batch_api
+
+    def _connect(self) -> anthropic.Anthropic:
+        # Made at the first call, not here: importing the SDK costs ~1.5 s of CPU on 2 busy cores, and a
+        # fully cached run never calls.
+        if self._sdk is None:
+            with self._lock:
+                if self._sdk is None:
+                    import anthropic
+
+                    # The SDK reads the key and ANTHROPIC_BASE_URL from the environment itself.
+                    client = anthropic.Anthropic(**self._options)
+                    # Batch submission and polling are few and not rate-limited per case: the SDK's retries do.
+                    self._batch_api = client.with_options(max_retries=2).messages.batches
+                    self._sdk = client
+        return self._sdk
 
     def identity(self) -> dict[str, Any]:
         # The endpoint is part of what answers; the key is not and never leaves the client.
@@ -45,6 +70,8 @@ class AnthropicBackend:
         return {"backend": "anthropic", "endpoint": endpoint.split("@")[-1].rstrip("/")}
 
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
+        import anthropic
+
         options = {"timeout": timeout_s} if timeout_s else {}
         try:
             message = self._client.messages.create(**self.params(request), **options)
@@ -54,6 +81,8 @@ class AnthropicBackend:
 
     # Message Batches: half price, asynchronous (most finish within an hour).
     def submit_batch(self, items: list[tuple[str, ModelRequest]]) -> str:
+        import anthropic
+
         requests = [{"custom_id": custom_id, "params": self.params(request)} for custom_id, request in items]
         try:
             return self._batches.create(requests=requests).id
@@ -96,6 +125,8 @@ def _response(message: Any) -> ModelResponse:
 
 def _error(exc: anthropic.APIError) -> BackendError:
     """The SDK's exception as ours: transient ones carry their kind and the server's retry-after."""
+    import anthropic
+
     message = f"{type(exc).__name__}: {_short(exc)}"
     if isinstance(exc, anthropic.APITimeoutError):
         return TransientError(message, "timeout")
