@@ -119,7 +119,7 @@ def validate(
         err.print(f"{exc}: proving without a cache", style="yellow", highlight=False)
         cache = None
     try:
-        ensure_sandbox_works(shared_sandbox())  # else every reference would seem to fail its tests
+        ensure_sandbox_works(shared_sandbox(), cache)  # else every reference would seem to fail its tests
     except SandboxBroken as exc:
         _fail(str(exc))
     with _proof_progress("validate") as advance:
@@ -426,7 +426,7 @@ def _preflight(config: RunConfig) -> int:
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
         CallCache(config.cache_dir)
-        ensure_sandbox_works(shared_sandbox())  # never a report full of silent false FAILs
+        ensure_sandbox_works(shared_sandbox(), CallCache(config.cache_dir))  # never a report full of silent false FAILs
         _prove_references(config)  # last: the only check that may take seconds (minutes, cold, for a big dataset)
     except SandboxBroken as exc:
         _fail(str(exc))

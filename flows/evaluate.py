@@ -44,7 +44,7 @@ def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     use_api_key_block(config.api_key_block)  # the key from a Prefect Secret block, into this process only
     tag_flow_run(config)
-    sandbox_self_test()  # a sandbox that cannot grade here stops the run before its references are proven
+    sandbox_self_test(config.cache_dir)  # a sandbox that cannot grade here stops the run before its references are proven
     ids = validate_dataset(config.dataset, config.cache_dir)
     items, order = plan(config, ids)
     run_dir = start_run(config, len(order))

@@ -14,10 +14,10 @@ from tasks import finish, open_cache
 
 
 @task(name="sandbox-self-test")
-def sandbox_self_test() -> None:
+def sandbox_self_test(cache_dir: str | None = None) -> None:
     """Known-good and known-bad snippets graded before any model call: a sandbox that cannot read its
-    own libraries fails the run here, not every case later."""
-    ensure_sandbox_works(shared_sandbox())
+    own libraries fails the run here, not every case later (a pass is remembered per installation)."""
+    ensure_sandbox_works(shared_sandbox(), open_cache(cache_dir))
 
 
 @task(name="check", task_run_name=task_run_name("check"))

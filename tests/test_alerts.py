@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from codegen_eval.cli import app
-from codegen_eval.reporting.events import RUN_COMPLETED, RUN_REGRESSED, _wilson_interval, find_regression
+from codegen_eval.reporting.events import RUN_COMPLETED, RUN_REGRESSED, find_regression
+from codegen_eval.reporting.statistics import wilson_interval
 from tests.conftest import CLAUDE, SECRET, SEED
 from tests.messages_api import Reply, seed_responder
 
@@ -53,14 +54,6 @@ def test_alert_drop_flags_a_small_run_that_mcnemar_cannot(tmp_path):
     assert find_regression(before, after, alert_drop=0.25) is None  # a drop of exactly 25 % is not beyond 25 %
     regression = find_regression(before, after, alert_drop=0.2)
     assert regression is not None and regression.reasons == ["drop"] and regression.regressed == ["case-3"] and regression.p_value == 1.0
-
-
-def test_wilson_interval():
-    assert _wilson_interval(0, 0) == (0.0, 1.0)
-    low, high = _wilson_interval(4, 4)
-    assert round(low, 3) == 0.510 and high == pytest.approx(1.0)
-    low, high = _wilson_interval(50, 100)
-    assert round(low, 3) == 0.404 and round(high, 3) == 0.596
 
 
 def test_alerts_create_refuses_bad_input_in_one_line(monkeypatch):
@@ -163,7 +156,7 @@ def test_a_worse_run_posts_one_alert_and_a_steady_run_none(live_prefect, api, tm
         assert [e["resource"]["prefect.resource.id"] for e in regressed] == [f"codegen-eval.run.{worse.name}"]
         payload = completed[-1]["payload"]
         assert payload["pass_rate"] == 0.75 and payload["verdicts"]["PASS"] == 3 and payload["run_dir"] == str(worse.resolve())
-        assert payload["pass_rate_ci95"] == [round(x, 4) for x in _wilson_interval(3, 4)] and payload["cost_usd"] > 0
+        assert payload["pass_rate_ci95"] == [round(x, 4) for x in wilson_interval(3, 4)] and payload["cost_usd"] > 0
         resource = completed[-1]["resource"]
         assert (resource["codegen-eval.dataset"], resource["codegen-eval.model"], resource["codegen-eval.judge"]) == ("seed", CLAUDE, CLAUDE)
         roles = {r["prefect.resource.role"] for r in completed[-1]["related"]}

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from codegen_eval.grading.sandbox import Sandbox
+from codegen_eval.models.cache import CacheError, CallCache
 
 _GOOD_AWS = """import boto3
 
@@ -32,15 +33,18 @@ _PLAIN = ("def add(a, b):\n    return a + b\n", "def check(candidate):\n    asse
 
 
 def _needed_paths() -> list[str]:
-    """Files grading reads lazily inside the sandbox: botocore's and boto3's data, moto, this package, the stdlib."""
-    import boto3
-    import botocore
-    import moto
+    """Files grading reads lazily inside the sandbox: botocore's and boto3's data, moto, this package, the
+    stdlib. Found without importing them (boto3 and moto cost ~1 s to import)."""
+    from importlib.util import find_spec
+
+    def package(name: str) -> Path:
+        spec = find_spec(name)
+        return Path(spec.origin).parent if spec and spec.origin else Path(name)
 
     return [
-        str(Path(botocore.__file__).parent / "data" / "endpoints.json"),
-        str(Path(boto3.__file__).parent / "data"),
-        str(Path(moto.__file__).parent / "s3"),
+        str(package("botocore") / "data" / "endpoints.json"),
+        str(package("boto3") / "data"),
+        str(package("moto") / "s3"),
         str(Path(__file__).parent),
         os.path.dirname(os.__file__),
     ]
@@ -72,10 +76,32 @@ class SandboxBroken(RuntimeError):
 _passed: set[int] = set()  # sandboxes (by id) that passed in this process: the test runs once per pool
 
 
-def ensure_sandbox_works(sandbox: Sandbox) -> None:
-    if id(sandbox) in _passed:
+def installation_key() -> str:
+    """What the self-test's outcome depends on: the checker, the interpreter and where its libraries
+    live, who runs it, and which closed directories the sandbox must open. A pass is remembered under
+    it, so a cached re-run does not warm boto3 and moto only to grade the snippets again."""
+    import hashlib
+    import json
+    import sys
+
+    from codegen_eval.grading.fingerprint import checker_fingerprint
+    from codegen_eval.grading.zygote import exposure_plan
+
+    basis = [checker_fingerprint(), sys.executable, sys.prefix, sys.path, os.geteuid(), exposure_plan(sys.path)]
+    return "selftest:" + hashlib.sha256(json.dumps(basis, default=str).encode()).hexdigest()
+
+
+def ensure_sandbox_works(sandbox: Sandbox, cache: CallCache | None = None) -> None:
+    """Raise SandboxBroken unless the sandbox grades right here; a pass is remembered in `cache`."""
+    key = installation_key() if cache is not None else ""
+    if id(sandbox) in _passed or (cache is not None and cache.get_note(key)):
         return
     problems = self_test(sandbox)
-    if problems:
+    if problems:  # a failure is never remembered: the next run tests again
         raise SandboxBroken("sandbox self-test failed, nothing was graded: " + "; ".join(problems))
     _passed.add(id(sandbox))
+    if cache is not None:
+        try:
+            cache.set_note(key, "passed")
+        except CacheError:
+            pass
