@@ -44,7 +44,7 @@ def create_alert(webhook: str, name: str = DEFAULT_NAME) -> AlertSetup:
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-    _check(webhook, name)
+    check_alert_input(webhook, name)
     block = CustomWebhookNotificationBlock(name=name, url=webhook, method="POST", json_data={"text": "{{subject}}\n{{body}}"})
     block_id = block.save(name, overwrite=True)
     automation = AutomationCore(
@@ -66,7 +66,8 @@ def create_alert(webhook: str, name: str = DEFAULT_NAME) -> AlertSetup:
         return AlertSetup(name=name, block_document_id=block_id, automation_id=client.create_automation(automation), created=True)
 
 
-def _check(webhook: str, name: str) -> None:
+def check_alert_input(webhook: str, name: str) -> None:
+    """A ValueError naming the option, for a webhook that is not http(s) or a name Prefect would refuse."""
     url = urlparse(webhook)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise ValueError(f"--webhook {webhook!r}: expected an http:// or https:// URL")

@@ -204,8 +204,12 @@ def alerts_create(
     turn_analytics_off()
     from prefect.settings import get_current_settings
 
-    from codegen_eval.alerts import create_alert
+    from codegen_eval.alerts import check_alert_input, create_alert
 
+    try:
+        check_alert_input(webhook, name)  # bad input is named before the server is looked for
+    except ValueError as exc:
+        _fail(str(exc))
     if get_current_settings().api.url is None:
         _fail("alerts live on a Prefect server: start one (prefect server start) and set PREFECT_API_URL")
     try:

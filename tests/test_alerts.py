@@ -20,7 +20,7 @@ from codegen_eval.cli import app
 from codegen_eval.reporting.events import RUN_COMPLETED, RUN_REGRESSED, find_regression
 from codegen_eval.reporting.statistics import wilson_interval
 from tests.conftest import CLAUDE, SECRET, SEED
-from tests.messages_api import Reply, seed_responder
+from tests.messages_api import REGEX_PROMPT, Reply, seed_responder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def wait_for(predicate, timeout_s: float, every_s: float = 0.25):
 
 
 def broken_regex(body):
-    if body["messages"][0]["content"].startswith("Write AWS") and "regular expression" in body["messages"][0]["content"]:
+    if body["messages"][0]["content"].startswith(REGEX_PROMPT):
         return Reply(text="^[a-z.-]+$\n```")
     return seed_responder()(body)
 

@@ -174,7 +174,7 @@ def test_calibrate_on_labels_then_a_run_uses_the_calibrated_threshold(cli_env, a
     c = summary["judge_agreement"]["combined"]
     assert c["threshold"] == 4 and c["kappa"] == 0.75 and summary["judge_agreement"]["calibrated"] == [HAIKU]
     assert json.loads((run_dir / "run.json").read_text())["judge_thresholds"] == {HAIKU: 4}
-    assert "passes at score >= 4 (calibrated)" in output
+    assert "passes at score >= 4 (calibrated)" in " ".join(output.split()), output
     # Scoring is unchanged by a calibration: the same verdicts as without it.
     plain, _ = grade(tmp_path, seed_outputs, "--judge-model", HAIKU)
     assert [r.verdict for r in load_results(run_dir)] == [r.verdict for r in load_results(plain)]
@@ -248,7 +248,7 @@ def test_calibrate_the_embedded_judge_on_a_small_labelled_subset(tmp_path, cache
     monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(cache_dir))
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     cases = {c.id: c for c in load_dataset(SEED)}
-    chosen = ["s3-list-buckets", "iam-read-only-my-data-bucket", "regex-s3-bucket-name"]
+    chosen = ["s3-list-buckets", "iam-s3-get-put-my-data-bucket", "regex-s3-bucket-name"]
     labels = tmp_path / "labels.jsonl"
     labels.write_text("".join(
         json.dumps({"id": i, "output": cases[i].expected, "label": "correct"}) + "\n" + json.dumps({"id": i, "output": BROKEN[i], "label": "incorrect"}) + "\n"

@@ -22,7 +22,7 @@ from codegen_eval.reporting.report import load_results
 from codegen_eval.reporting.results import Summary
 from codegen_eval.reporting.statistics import wilson_interval
 from tests.conftest import CLAUDE, SEED
-from tests.messages_api import Reply, prompt_of, request_kind, seed_responder
+from tests.messages_api import REGEX_PROMPT, Reply, prompt_of, request_kind, seed_responder
 
 SONNET = "claude-sonnet-4-5"
 MODELS = [CLAUDE, SONNET]
@@ -36,7 +36,7 @@ def flaky_sonnet():
     good = seed_responder()
 
     def respond(body):
-        if body["model"] == SONNET and request_kind(body) == "generate" and "regular expression" in prompt_of(body):
+        if body["model"] == SONNET and request_kind(body) == "generate" and prompt_of(body).startswith(REGEX_PROMPT):
             with lock:
                 seen[json.dumps(body, sort_keys=True)] += 1
                 n = seen[json.dumps(body, sort_keys=True)]
@@ -94,7 +94,7 @@ def test_prefect_tasks_are_per_model_and_batch(run, api):
         names = {t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))}
     for model in MODELS:
         for stage in ("generate", "check", "judge", "record"):
-            assert {f"{stage}[{model}]-batch-0", f"{stage}[{model}]-batch-1"} <= names
+            assert {f"{stage} · {model} · batch 0", f"{stage} · {model} · batch 1"} <= names, sorted(names)
 
 
 def test_temperature_the_claude_api_cannot_take_is_reported(run, api):
@@ -150,7 +150,7 @@ def test_old_single_model_run_still_regrades(run, api, tmp_path):
 
 def test_retry_errors_with_several_models(run, api, tmp_path, cache_dir, monkeypatch):
     def sonnet_fails_regex(body):
-        if body["model"] == SONNET and request_kind(body) == "generate" and "regular expression" in prompt_of(body):
+        if body["model"] == SONNET and request_kind(body) == "generate" and prompt_of(body).startswith(REGEX_PROMPT):
             return Reply(status=400, error={"type": "invalid_request_error", "message": "no"})
         return seed_responder()(body)
 

@@ -135,11 +135,11 @@ def test_prefect_records_batches_as_cached_and_publishes_artifacts(run, api):
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_runs(limit=1, sort="START_TIME_DESC")[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-        states = {t.name.split("[")[0]: t.state.name for t in task_runs}
+        states = {t.name.split(" · ")[0]: t.state.name for t in task_runs}
         key = "verdicts-seed-claude-haiku-4-5"  # <dataset stem>-<model>
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert states["generate"] == "Cached" and states["judge"] == "Cached"
-    assert {t.name for t in task_runs} >= {"generate[claude-haiku-4-5]-batch-0", "judge[claude-haiku-4-5]-batch-0"}
+    assert {t.name for t in task_runs} >= {"generate · claude-haiku-4-5 · batch 0", "judge · claude-haiku-4-5 · batch 0"}
     latest = max(artifacts, key=lambda a: a.created)
     rows = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
     assert [row["verdict"] for row in rows] == ["PASS"] * 4 and run_dir.name in latest.description
