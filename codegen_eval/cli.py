@@ -24,7 +24,7 @@ from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_o
 from codegen_eval.models.pricing import price
 from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
 from codegen_eval.grading.scoring import ScoringConfig
-from codegen_eval.quiet_prefect import PrefectServerError, quiet_prefect, turn_analytics_off
+from codegen_eval.orchestration.quiet_prefect import PrefectServerError, quiet_prefect, turn_analytics_off
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
 err = Console(stderr=True)
@@ -111,7 +111,7 @@ def validate(
 ) -> None:
     """Prove a dataset without calling a model: each reference passes its own tests in the sandbox, a
     stub answer fails them, every --broken variant fails them. One line per problem; exit 2 on any."""
-    from codegen_eval.dataset_proof import validate as prove
+    from codegen_eval.dataset.proof import validate as prove
 
     try:
         cache = CallCache(os.environ.get("CODEGEN_EVAL_CACHE_DIR"))
@@ -204,7 +204,7 @@ def alerts_create(
     turn_analytics_off()
     from prefect.settings import get_current_settings
 
-    from codegen_eval.alerts import check_alert_input, create_alert
+    from codegen_eval.orchestration.alerts import check_alert_input, create_alert
 
     try:
         check_alert_input(webhook, name)  # bad input is named before the server is looked for
@@ -359,7 +359,7 @@ def summary_lines(summary) -> list:
     95 % interval, pass@k, cost), then calls per stage."""
     from rich.table import Table
 
-    from codegen_eval.reporting.events import pass_rate_ci95
+    from codegen_eval.orchestration.events import pass_rate_ci95
 
     verdicts = " · ".join(f"{verdict} {count}" for verdict, count in summary.verdicts.items())
     low, high = pass_rate_ci95(summary)
@@ -443,7 +443,7 @@ def _preflight(config: RunConfig) -> int:
 
 def _prove_references(config: RunConfig) -> None:
     """Each reference must pass its own tests before a model is paid to attempt the case (cached)."""
-    from codegen_eval.dataset_proof import prove_references
+    from codegen_eval.dataset.proof import prove_references
 
     with _proof_progress("prove") as advance:
         prove_references(config.dataset, shared_sandbox(), CallCache(config.cache_dir), advance)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from codegen_eval.config import regrade_config
-from codegen_eval.naming import regrade_run_name
+from codegen_eval.orchestration.naming import regrade_run_name
 from flows.evaluate import evaluate
 
 

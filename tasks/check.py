@@ -9,7 +9,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
-from codegen_eval.naming import task_run_name
+from codegen_eval.orchestration.naming import task_run_name
 from tasks import finish, open_cache
 
 

@@ -9,7 +9,7 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, accept_generation, generate, generation_request
 from codegen_eval.models.strategies import strategy_for
-from codegen_eval.naming import task_run_name
+from codegen_eval.orchestration.naming import task_run_name
 from tasks import call_policy, finish, open_cache, pool_size
 
 

@@ -10,7 +10,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus, combine, judge, judge_request, usable
 from codegen_eval.models.strategies import strategy_for
-from codegen_eval.naming import task_run_name
+from codegen_eval.orchestration.naming import task_run_name
 from tasks import call_policy, finish, open_cache, pool_size
 
 

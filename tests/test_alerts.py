@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codegen_eval.cli import app
-from codegen_eval.reporting.events import RUN_COMPLETED, RUN_REGRESSED, find_regression
+from codegen_eval.orchestration.events import RUN_COMPLETED, RUN_REGRESSED, find_regression
 from codegen_eval.reporting.statistics import wilson_interval
 from tests.conftest import CLAUDE, SECRET, SEED
 from tests.messages_api import REGEX_PROMPT, Reply, seed_responder

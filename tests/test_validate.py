@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from codegen_eval.cli import app
 from codegen_eval.dataset import DatasetError
-from codegen_eval.dataset_proof import prove_references, validate
+from codegen_eval.dataset.proof import prove_references, validate
 from codegen_eval.grading.sandbox import Sandbox
 from codegen_eval.models.cache import CallCache
 from tests.conftest import CLAUDE, SEED

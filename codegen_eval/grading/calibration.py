@@ -16,7 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from codegen_eval.dataset import Case, DatasetError, _describe, _read_bytes, _read_jsonl
+from codegen_eval.dataset import Case, DatasetError
+from codegen_eval.dataset.load import describe_error, read_jsonl_records
 from codegen_eval.generation import recorded
 from codegen_eval.grading.judge import JudgeStatus, judge
 from codegen_eval.models.cache import CallCache
@@ -69,11 +70,11 @@ def load_labels(path: str | Path, cases: list[Case]) -> list[LabelledItem]:
     ids = {case.id for case in cases}
     problems: list[tuple[int, str]] = []
     items = []
-    for lineno, record in _read_jsonl(path, _read_bytes(path), problems):
+    for lineno, record in read_jsonl_records(path, problems):
         try:
             item = LabelledItem.model_validate(record)
         except ValidationError as exc:
-            problems.extend((lineno, f"{path}:{lineno}: {_describe(err)}") for err in exc.errors())
+            problems.extend((lineno, f"{path}:{lineno}: {describe_error(err)}") for err in exc.errors())
             continue
         if item.id not in ids:
             problems.append((lineno, f"{path}:{lineno}: field 'id': no case {item.id!r} in the dataset"))

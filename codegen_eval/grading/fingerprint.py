@@ -16,8 +16,8 @@ from pathlib import Path
 GRADING = Path(__file__).resolve().parent
 # The judge is a model call, cached by its own request; everything else here decides a verdict.
 NOT_A_CHECKER = {"judge.py"}
-# dataset.py reads `tests` (probes, defaults) into the models the checks use.
-ALSO_DECIDES = (GRADING.parent / "dataset.py",)
+# dataset/schema.py reads `tests` (probes, defaults) into the models the checks use.
+ALSO_DECIDES = (GRADING.parent / "dataset" / "schema.py",)
 LIBRARIES = ("boto3", "botocore", "moto", "interegular", "regexploit", "parliament", "pyflakes")
 
 

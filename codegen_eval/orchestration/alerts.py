@@ -1,5 +1,5 @@
 """Regression alerts: a webhook notification block and a Prefect automation that posts to it whenever a
-run emits `codegen-eval.run.regressed` (see codegen_eval/reporting/events.py).
+run emits `codegen-eval.run.regressed` (see codegen_eval/orchestration/events.py).
 
 Both live on the Prefect server (OSS servers run automations), so they outlast the command that made
 them; creating them again with the same name updates them in place.
@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from codegen_eval.reporting.events import RUN_REGRESSED
+from codegen_eval.orchestration.events import RUN_REGRESSED
 
 DEFAULT_NAME = "codegen-eval-regression"
 

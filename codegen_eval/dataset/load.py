@@ -1,4 +1,4 @@
-"""The dataset: what a case is, and how a file of cases is read and validated.
+"""Reading a file of cases (JSONL, JSON, HumanEval) and recorded outputs, validated.
 
 Every problem in a file is reported at once, each naming file, line and field, and always before any
 model call: a typo in case 900 must not cost the 899 calls before it.
@@ -6,185 +6,20 @@ model call: a typo in case 900 must not cost the 899 calls before it.
 
 from __future__ import annotations
 
-import ast
 import codecs
 import gzip
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-Format = Literal["python", "json", "regex"]
-Difficulty = Literal["easy", "medium", "hard"]
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+from codegen_eval.dataset.schema import Case, NonEmpty, reference_problems
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
 T = TypeVar("T")
-
-
-class PythonTests(BaseModel):
-    """HumanEval convention: `check(candidate)` raises when the candidate is wrong."""
-
-    model_config = _STRICT
-    entry_point: NonEmpty
-    check: NonEmpty
-    aws: bool = True  # run inside moto's mock_aws() with fake credentials
-
-
-PrincipalType = Literal["AWS", "Service", "Federated", "CanonicalUser"]
-
-
-class AccessProbe(BaseModel):
-    """One request to a policy. `context` holds condition keys and policy-variable values
-    (e.g. {"aws:SecureTransport": "true", "aws:username": "alice"}); `principal` says who asks, for a
-    bucket or trust policy: {"AWS": ARN or account id}, {"Service": "lambda.amazonaws.com"},
-    {"Federated": provider}, {"CanonicalUser": id}, or "anonymous"."""
-
-    model_config = _STRICT
-    action: NonEmpty
-    resource: NonEmpty | None = None
-    principal: dict[PrincipalType, NonEmpty] | Literal["anonymous"] | None = None
-    context: dict[str, str | list[str]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_principal(self) -> AccessProbe:
-        if isinstance(self.principal, dict):
-            if len(self.principal) != 1:
-                raise ValueError("principal names exactly one of AWS, Service, Federated, CanonicalUser")
-            aws = self.principal.get("AWS")
-            if aws is not None and not re.fullmatch(r"\d{12}|arn:aws[a-z-]*:(iam|sts)::\d{12}:\S+", aws):
-                raise ValueError(f"principal AWS {aws!r} is not an account id or an IAM/STS ARN")
-        return self
-
-
-class PolicyTests(BaseModel):
-    """Requests the policy must allow, and requests it must not. `policy_type` says what the case
-    asks for: an identity policy (probes have a resource, no principal), an S3 bucket policy
-    (resource and principal) or a role trust policy (principal; the resource, the role, may be left out)."""
-
-    model_config = _STRICT
-    policy_type: Literal["identity", "bucket", "trust"] = "identity"
-    allow: list[AccessProbe] = Field(default_factory=list)
-    deny: list[AccessProbe] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _probes_fit_type(self) -> PolicyTests:
-        problems = []
-        for name, probes in (("allow", self.allow), ("deny", self.deny)):
-            for index, probe in enumerate(probes):
-                where = f"{name}[{index}]"
-                if self.policy_type == "identity" and probe.principal is not None:
-                    problems.append(f"{where}: an identity policy's probe has no principal (the policy's holder asks)")
-                if self.policy_type != "identity" and probe.principal is None:
-                    problems.append(f"{where}: a {self.policy_type} policy's probe needs a principal")
-                if self.policy_type != "trust" and probe.resource is None:
-                    problems.append(f"{where}: the probe needs a resource")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-class RegexTests(BaseModel):
-    """Strings `re.search(pattern, s)` must find a match in, and strings it must not."""
-
-    model_config = _STRICT
-    match: list[str] = Field(default_factory=list)
-    no_match: list[str] = Field(default_factory=list)
-
-
-_TESTS_BY_FORMAT: dict[str, type[BaseModel]] = {
-    "python": PythonTests,
-    "json": PolicyTests,
-    "regex": RegexTests,
-}
-
-
-class Case(BaseModel):
-    """One coding task. `tests` is kept exactly as written; its shape depends on `format`."""
-
-    model_config = _STRICT
-    id: NonEmpty
-    task: NonEmpty
-    format: Format
-    expected: NonEmpty
-    solution_criteria: NonEmpty
-    difficulty: Difficulty
-    tests: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _tests_fit_format(self) -> Case:
-        if self.tests is not None:
-            try:
-                _TESTS_BY_FORMAT[self.format].model_validate(self.tests)
-            except ValidationError as exc:
-                details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                raise ValueError(f"does not fit format {self.format!r}: {details}") from None
-        return self
-
-
-def reference_problems(case: Case) -> list[tuple[str, str]]:
-    """What is wrong with a case that shows without running anything, as (field, message): a reference
-    that does not parse for its format, a `check` that does not parse or defines no `check`, an
-    entry point the reference does not define. Running the reference is `dataset_proof`'s job."""
-    problems: list[tuple[str, str]] = []
-    parsed = _parse(case.expected, case.format)
-    if isinstance(parsed, str):
-        problems.append(("expected", parsed))
-    if case.format != "python" or case.tests is None:
-        return problems
-    tests = PythonTests.model_validate(case.tests)
-    check = _parse(tests.check, "python")
-    if isinstance(check, str):
-        problems.append(("tests.check", check))
-    elif "check" not in _module_names(check):
-        problems.append(("tests.check", "defines no function check(candidate) at module level"))
-    if isinstance(parsed, ast.Module) and tests.entry_point not in _module_names(parsed):
-        problems.append(("tests.entry_point", f"the reference (expected) defines no {tests.entry_point}() at module level"))
-    return problems
-
-
-def _parse(source: str, fmt: Format) -> Any:
-    """The parsed source, or a message saying why it does not parse as `fmt`."""
-    if fmt == "python":
-        from codegen_eval.grading.checks import parse_python  # serialised: see its comment
-
-        try:
-            return parse_python(source)
-        except SyntaxError as exc:
-            return f"not valid Python: line {exc.lineno}: {exc.msg}"
-        except (ValueError, RecursionError) as exc:
-            return f"not valid Python: {exc}"
-    if fmt == "json":
-        try:
-            policy = json.loads(source)
-        except json.JSONDecodeError as exc:
-            return f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
-        return policy if isinstance(policy, dict) else f"an IAM policy must be a JSON object, got {type(policy).__name__}"
-    try:
-        return re.compile(source)
-    except re.error as exc:
-        return f"not a valid regex: {exc.msg} at position {exc.pos}"
-    except (RecursionError, OverflowError) as exc:
-        return f"not a valid regex: {exc}"
-
-
-def _module_names(module: ast.Module) -> set[str]:
-    """Names bound at module level (functions, classes, assignments, imports)."""
-    names: set[str] = set()
-    for node in module.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.update(t.id for t in targets if isinstance(t, ast.Name))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-    return names
 
 
 HUMANEVAL_FIELDS = {"task_id", "prompt", "canonical_solution", "test", "entry_point"}
@@ -278,6 +113,11 @@ def _records(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int,
     return _read_json(path, data, problems) if path.suffix == ".json" else _read_jsonl(path, data, problems)
 
 
+def read_jsonl_records(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    """Each JSON line of `path` with its line number; a line that is not JSON (or UTF-8) becomes a problem."""
+    return _read_jsonl(path, _read_bytes(path), problems)
+
+
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped, without the UTF-8 byte-order mark Windows editors write."""
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -346,7 +186,7 @@ def _validate(path: Path, records: Iterable[tuple[int, Any]], problems: list[tup
         try:
             case = Case.model_validate(record)
         except ValidationError as exc:
-            problems.extend((lineno, f"{where}: {_describe(err)}") for err in exc.errors())
+            problems.extend((lineno, f"{where}: {describe_error(err)}") for err in exc.errors())
             continue
         static = reference_problems(case)
         if static:
@@ -359,7 +199,8 @@ def _validate(path: Path, records: Iterable[tuple[int, Any]], problems: list[tup
         yield lineno, case
 
 
-def _describe(err: Any) -> str:
+def describe_error(err: Any) -> str:
+    """One pydantic error as `field 'name': message`, in the words a dataset author needs."""
     loc = ".".join(str(part) for part in err["loc"])
     if err["type"] == "missing":
         return f"field '{loc}': missing required field"
@@ -404,7 +245,7 @@ def numbered_outputs(path: str | Path, cases: list[Case]) -> list[tuple[int, Cas
         try:
             recorded = RecordedOutput.model_validate(record)
         except ValidationError as exc:
-            problems.extend((lineno, f"{path}:{lineno}: {_describe(err)}") for err in exc.errors())
+            problems.extend((lineno, f"{path}:{lineno}: {describe_error(err)}") for err in exc.errors())
             continue
         if recorded.id not in by_id:
             problems.append((lineno, f"{path}:{lineno}: field 'id': no case {recorded.id!r} in the dataset"))
