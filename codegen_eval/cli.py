@@ -11,20 +11,20 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from codegen_eval.reporting import progress
+from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
+from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
+from codegen_eval.grading.sandbox import shared_sandbox
+from codegen_eval.grading.scoring import ScoringConfig
+from codegen_eval.grading.selftest import SandboxBroken, ensure_sandbox_works
 from codegen_eval.models.backends import ConfigError, default_model, get_backend
 from codegen_eval.models.cache import CacheError, CallCache
-from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
-from codegen_eval.grading.sandbox import shared_sandbox
-from codegen_eval.grading.selftest import SandboxBroken, ensure_sandbox_works
-from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
 from codegen_eval.models.pricing import price
-from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
-from codegen_eval.grading.scoring import ScoringConfig
 from codegen_eval.orchestration.quiet_prefect import PrefectServerError, quiet_prefect, turn_analytics_off
+from codegen_eval.reporting import progress
+from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
 err = Console(stderr=True)
@@ -234,7 +234,8 @@ def calibrate(
     concurrency: Concurrency = 8,
 ) -> None:
     """Grade labelled candidates with the judge alone: balanced accuracy, κ, ROC and AUC, best threshold."""
-    from codegen_eval.grading.calibration import SHIPPED, calibrate as run_calibration, load_labels, shipped_labels
+    from codegen_eval.grading.calibration import SHIPPED, load_labels, shipped_labels
+    from codegen_eval.grading.calibration import calibrate as run_calibration
     from codegen_eval.models.calls import CallPolicy
     from codegen_eval.models.ratelimit import limiter_for
 

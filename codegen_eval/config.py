@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from codegen_eval.grading.scoring import ScoringConfig
 from codegen_eval.models.backends import default_model, is_openai_model
 from codegen_eval.models.backends.openai import check_base_url
-from codegen_eval.grading.scoring import ScoringConfig
 
 DEFAULT_DATASET = "datasets/aws_codegen.jsonl"
 DEFAULT_OUT = "artifacts/runs"

@@ -8,9 +8,9 @@ import re
 
 from pydantic import BaseModel
 
+from codegen_eval.dataset import Case
 from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage, takes_temperature
 from codegen_eval.models.cache import CallCache
-from codegen_eval.dataset import Case
 from codegen_eval.models.calls import CallPolicy
 from codegen_eval.models.strategies import Strategy, call_with_fallback
 

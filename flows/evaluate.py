@@ -14,10 +14,10 @@ from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque as _opaque
 
-from codegen_eval.orchestration.api_key import use_api_key_block
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, batches
 from codegen_eval.generation import Generation
+from codegen_eval.orchestration.api_key import use_api_key_block
 from codegen_eval.orchestration.naming import flow_run_name, tag_flow_run, task_name
 from tasks.check import check_batch, sandbox_self_test
 from tasks.dataset import Item, plan, validate_dataset

@@ -12,9 +12,9 @@ from typing import Any
 
 from prefect.states import Completed, State
 
+from codegen_eval.config import RunConfig
 from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import CallPolicy
-from codegen_eval.config import RunConfig
 from codegen_eval.models.pricing import budget_for
 from codegen_eval.models.ratelimit import limiter_for
 

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from prefect import task
 
-from codegen_eval.reporting import progress
-from codegen_eval.models.calls import run_concurrently
-from codegen_eval.grading.check_cache import Checked, cached_checks
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
+from codegen_eval.grading.check_cache import Checked, cached_checks
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
+from codegen_eval.models.calls import run_concurrently
 from codegen_eval.orchestration.naming import task_run_name
+from codegen_eval.reporting import progress
 from tasks import finish, open_cache
 
 

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from prefect import task
 
-from codegen_eval.reporting import progress
-from codegen_eval.models.batches import prefetch
-from codegen_eval.models.calls import run_concurrently
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, accept_generation, generate, generation_request
+from codegen_eval.models.batches import prefetch
+from codegen_eval.models.calls import run_concurrently
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
+from codegen_eval.reporting import progress
 from tasks import call_policy, finish, open_cache, pool_size
 
 

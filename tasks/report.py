@@ -8,17 +8,26 @@ from uuid import UUID
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from codegen_eval.grading.check_cache import Checked
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
+from codegen_eval.grading.check_cache import Checked
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
+from codegen_eval.orchestration.events import pass_rate_ci95, publish_run_events
+from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting.agreement import describe
 from codegen_eval.reporting.compare import write_comparison
-from codegen_eval.orchestration.events import pass_rate_ci95, publish_run_events
-from codegen_eval.reporting.report import ResultKey, append_results, carry_over, create_run_dir, latest_run, order_results, summarize_run, write_run
+from codegen_eval.reporting.report import (
+    ResultKey,
+    append_results,
+    carry_over,
+    create_run_dir,
+    latest_run,
+    order_results,
+    summarize_run,
+    write_run,
+)
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
-from codegen_eval.orchestration.naming import task_run_name
 
 
 @task(name="start-run", task_run_name=task_run_name("start-run"))

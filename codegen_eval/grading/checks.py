@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from codegen_eval.grading import iam
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
+from codegen_eval.grading import iam
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)

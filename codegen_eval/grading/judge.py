@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from functools import lru_cache
-from statistics import median
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import jinja2
 from pydantic import BaseModel, Field, ValidationError
 
+from codegen_eval.dataset import Case
 from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import CallPolicy, cached_call
 from codegen_eval.models.pricing import cost_usd
-from codegen_eval.dataset import Case
 from codegen_eval.models.strategies import Strategy, call_with_fallback
 
 DEFAULT_RUBRIC = Path(__file__).parent.parent / "templates" / "judge.j2"

@@ -14,9 +14,9 @@ import os
 import time
 from collections.abc import Callable
 
-from codegen_eval.reporting import progress
 from codegen_eval.models.backends import ModelRequest, ModelResponse, get_backend, is_openai_model
 from codegen_eval.models.cache import CallCache, request_key
+from codegen_eval.reporting import progress
 
 POLL_SECONDS = float(os.environ.get("CODEGEN_EVAL_BATCH_POLL_S", "10"))
 

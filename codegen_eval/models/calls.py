@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from codegen_eval.models.backends import BackendError, ModelRequest, TransientError, ModelResponse, get_backend
+from codegen_eval.models.backends import BackendError, ModelRequest, ModelResponse, TransientError, get_backend
 from codegen_eval.models.cache import CallCache, request_key
 from codegen_eval.models.pricing import Budget, cost_usd, worst_case_usd
 from codegen_eval.models.ratelimit import AdaptiveLimiter, with_retries

@@ -9,14 +9,14 @@ from statistics import fmean, median
 
 from pydantic import BaseModel
 
-from codegen_eval.models.backends import LOCAL_MODEL, Usage
-from codegen_eval.grading.checks import CheckResult
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
+from codegen_eval.grading.checks import CheckResult
 from codegen_eval.grading.judge import Judgement, JudgeScore, judge_cost
+from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
+from codegen_eval.models.backends import LOCAL_MODEL, Usage
 from codegen_eval.models.pricing import cost_usd
 from codegen_eval.reporting.agreement import AgreementBuilder, JudgeAgreement
-from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 from codegen_eval.reporting.statistics import ks_for, mcnemar_exact, pass_at_k, pass_hat_k, wilson_interval
 
 VERDICTS = [v.value for v in Verdict]
