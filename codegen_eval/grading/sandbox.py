@@ -12,13 +12,14 @@ Isolation comes from the kernel, not from monkeypatching Python:
 - an environment with nothing of the parent's: no API keys, fake AWS credentials only.
 
 Fast path: a "zygote" process per slot (zygote.py, which applies all of the above to each child)
-imports what jobs need once (boto3 and moto with the first AWS job), then forks one child per job
-(~tens of ms instead of ~1 s for a fresh interpreter). Zygotes are single-threaded, so forking them is
-safe; slots give parallelism by processes, as moto is not thread-safe. Where namespaces or uid changes
-are unavailable (not root), the child says so in `isolation` and the runner logs a loud warning.
-
-Known limit: candidate and check run in one interpreter, so a candidate written to attack this
-harness could forge its own result. Isolation protects the machine, not the verdict from that.
+imports what jobs need once, then forks the job's processes (~tens of ms instead of ~1 s for a fresh
+interpreter): for a python case the trusted check and, from it, the candidate, which it calls through
+a plain-data proxy (harness.py, wire.py), so nothing the candidate does reaches the verdict. Zygotes are
+single-threaded, so forking them is safe; slots give parallelism by processes, as moto is not
+thread-safe. AWS jobs and the rest have zygotes of their own: one that has imported boto3 and moto is
+~4x slower to fork and tear down, which a HumanEval or regex job should not pay. Where namespaces or
+uid changes are unavailable (not root), the child says so in `isolation` and the runner logs a loud
+warning.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from codegen_eval.grading.harness import needs_aws
 from codegen_eval.grading.zygote import Identity, Limits
 
 __all__ = ["Limits", "Sandbox", "SandboxResult", "shared_sandbox"]
@@ -88,22 +90,24 @@ class _Zygote:
 
 
 class Sandbox:
-    """A pool of zygotes, one job at a time each; safe to call from many threads."""
+    """Two pools of zygotes (AWS jobs, everything else), one job at a time each; safe to call from many threads."""
 
     def __init__(self, slots: int | None = None, limits: Limits | None = None):
         self.slots = slots or os.cpu_count() or 1
         self.limits = limits or Limits()
-        self._idle: queue.Queue[_Zygote | None] = queue.Queue()
+        self._idle: dict[bool, queue.Queue[_Zygote | None]] = {True: queue.Queue(), False: queue.Queue()}
         base = UID_BASE + (os.getpid() % 100_000) * 64
-        for _ in range(self.slots):
-            self._idle.put(None)  # started on first use
+        for lane in self._idle.values():
+            for _ in range(self.slots):
+                lane.put(None)  # started on first use
         self._identities = itertools.cycle([Identity(candidate=uid, check=uid + 1, group=uid) for uid in range(base, base + 64, 2)])
         self._lock = threading.Lock()
         self._all: list[_Zygote] = []
         self._warned = False
 
     def run(self, job: dict[str, Any], limits: Limits | None = None) -> SandboxResult:
-        zygote = self._idle.get()
+        idle = self._idle[needs_aws(job)]
+        zygote = idle.get()
         try:
             if zygote is None or zygote.process.poll() is not None:
                 zygote = self._start()
@@ -114,7 +118,7 @@ class Sandbox:
                 zygote = None
                 return SandboxResult(status="SANDBOX_ERROR", message=str(exc))
         finally:
-            self._idle.put(zygote)
+            idle.put(zygote)
         result = SandboxResult.model_validate(raw)
         if result.isolation and not self._warned:
             self._warned = True
