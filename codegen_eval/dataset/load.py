@@ -10,7 +10,7 @@ import codecs
 import gzip
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from codegen_eval.dataset.schema import Case, NonEmpty, reference_problems
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 HUMANEVAL_FIELDS = {"task_id", "prompt", "canonical_solution", "test", "entry_point"}
@@ -111,11 +112,6 @@ def _validate_all(path: Path, keep: Callable[[int, Case], None]) -> None:
 def _records(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
     data = _read_bytes(path)
     return _read_json(path, data, problems) if path.suffix == ".json" else _read_jsonl(path, data, problems)
-
-
-def read_jsonl_records(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
-    """Each JSON line of `path` with its line number; a line that is not JSON (or UTF-8) becomes a problem."""
-    return _read_jsonl(path, _read_bytes(path), problems)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -235,27 +231,42 @@ def load_outputs(path: str | Path, cases: list[Case]) -> list[tuple[Case, Record
 
 def numbered_outputs(path: str | Path, cases: list[Case]) -> list[tuple[int, Case, RecordedOutput]]:
     """`load_outputs` with the line each output is on."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError([f"{path}: no such file"])
     by_id = {case.id: case for case in cases}
     problems: list[tuple[int, str]] = []
     pairs, seen = [], set()
-    for lineno, record in _read_jsonl(path, _read_bytes(path), problems):
-        try:
-            recorded = RecordedOutput.model_validate(record)
-        except ValidationError as exc:
-            problems.extend((lineno, f"{path}:{lineno}: {describe_error(err)}") for err in exc.errors())
-            continue
-        if recorded.id not in by_id:
-            problems.append((lineno, f"{path}:{lineno}: field 'id': no case {recorded.id!r} in the dataset"))
-        elif (recorded.id, recorded.cid) in seen:
+    for lineno, recorded in read_case_records(path, RecordedOutput, by_id, problems):
+        if (recorded.id, recorded.cid) in seen:
             problems.append((lineno, f"{path}:{lineno}: field 'cid': a second output for {recorded.id!r} with cid {recorded.cid!r}"))
         else:
             seen.add((recorded.id, recorded.cid))
             pairs.append((lineno, by_id[recorded.id], recorded))
     if not pairs and not problems:
         problems.append((0, f"{path}: no outputs"))
+    raise_problems(problems)
+    return pairs
+
+
+def read_case_records(path: str | Path, model: type[M], ids: Collection[str], problems: list[tuple[int, str]]) -> list[tuple[int, M]]:
+    """Each line of a JSONL file as `model`, whose `id` names a case in `ids`, with its line number; what
+    does not validate or names no case goes to `problems` (see `raise_problems`). A missing file raises."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError([f"{path}: no such file"])
+    found = []
+    for lineno, record in _read_jsonl(path, _read_bytes(path), problems):
+        try:
+            item = model.model_validate(record)
+        except ValidationError as exc:
+            problems.extend((lineno, f"{path}:{lineno}: {describe_error(err)}") for err in exc.errors())
+            continue
+        if getattr(item, "id") not in ids:
+            problems.append((lineno, f"{path}:{lineno}: field 'id': no case {getattr(item, 'id')!r} in the dataset"))
+        else:
+            found.append((lineno, item))
+    return found
+
+
+def raise_problems(problems: list[tuple[int, str]]) -> None:
+    """A DatasetError holding every problem, in line order; nothing when there is none."""
     if problems:
         raise DatasetError([message for _, message in sorted(problems, key=lambda p: p[0])])
-    return pairs

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codegen_eval.dataset import Case, DatasetError
-from codegen_eval.dataset.load import describe_error, read_jsonl_records
+from codegen_eval.dataset.load import raise_problems, read_case_records
 from codegen_eval.generation import recorded
 from codegen_eval.grading.judge import JudgeStatus, judge
 from codegen_eval.models.cache import CallCache
@@ -64,26 +64,11 @@ class Calibration(BaseModel):
 
 def load_labels(path: str | Path, cases: list[Case]) -> list[LabelledItem]:
     """Labelled items, validated like a dataset: every problem as `file:line: field 'x': message`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError([f"{path}: no such file"])
-    ids = {case.id for case in cases}
     problems: list[tuple[int, str]] = []
-    items = []
-    for lineno, record in read_jsonl_records(path, problems):
-        try:
-            item = LabelledItem.model_validate(record)
-        except ValidationError as exc:
-            problems.extend((lineno, f"{path}:{lineno}: {describe_error(err)}") for err in exc.errors())
-            continue
-        if item.id not in ids:
-            problems.append((lineno, f"{path}:{lineno}: field 'id': no case {item.id!r} in the dataset"))
-        else:
-            items.append(item)
+    items = [item for _, item in read_case_records(path, LabelledItem, {case.id for case in cases}, problems)]
     if not items and not problems:
         problems.append((0, f"{path}: no labelled items"))
-    if problems:
-        raise DatasetError([message for _, message in sorted(problems, key=lambda p: p[0])])
+    raise_problems(problems)
     _need_both_labels(items, str(path))
     return items
 
