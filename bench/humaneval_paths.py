@@ -13,7 +13,7 @@ Each answer is cached (`--cache-dir`), so a run stopped half-way resumes where i
 By default the server is sent llama.cpp's `repeat_penalty: 1.0`, the local backend's value (its own
 default is 1.1), so that the paths differ in strategy only; `--server-defaults` leaves it out.
 
-    .venv/bin/python bench/humaneval_paths.py [--limit N] [--max-minutes M] [--cache-dir DIR] [--server-defaults]
+    .venv/bin/python bench/humaneval_paths.py [--limit N] [--max-minutes M] [--cache-dir DIR] [--server-defaults] [--parallel]
 
 On a busy machine set CODEGEN_EVAL_THREADS=1: llama.cpp's threads wait for each other at every token,
 which costs far more than it gains when the cores are shared.
@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--server-defaults", action="store_true", help="leave llama.cpp's default repeat_penalty (1.1)")
     parser.add_argument("--max-minutes", type=float, default=None, help="start no problem after this; report those done")
     parser.add_argument("--log", default=None, help="per-problem JSONL (default: beside the cache)")
+    parser.add_argument("--parallel", action="store_true", help="run the two paths at once, a thread each")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `kill` stops the server too
     if not args.server_defaults:
@@ -67,36 +69,54 @@ def main() -> None:
     cases = load_dataset(HUMANEVAL)[: args.limit]
     cache = CallCache(args.cache_dir)
     log = Path(args.log or Path(args.cache_dir) / "problems.jsonl")
-    sandbox = Sandbox(slots=1)
-    wins = {"local": 0, SERVED: 0}
-    differ, done, reused, strategies, seconds = 0, 0, 0, set(), {"local": 0.0, SERVED: 0.0}
+    sandbox = Sandbox(slots=2)
     # The same threads for both paths: CODEGEN_EVAL_THREADS (the local backend reads it too), else all cores.
     threads = int(os.environ.get("CODEGEN_EVAL_THREADS", 0)) or os.cpu_count() or 1
     start = time.perf_counter()
-    with llama_server(threads=threads) as url, log.open("w") as sink:
-        policy = {"local": CallPolicy(), SERVED: CallPolicy(base_url=url, timeout_s=900)}
+    outcomes: dict[str, dict[str, dict]] = {"local": {}, SERVED: {}}
+    seconds = {"local": 0.0, SERVED: 0.0}
+
+    def answer(model: str, policy: CallPolicy, index: int, case) -> None:
+        t0 = time.perf_counter()
+        generation = generate(case, model, cache, policy)
+        seconds[model] += time.perf_counter() - t0
+        ok = passed(case, generation, sandbox)
+        outcomes[model][case.id] = {"passed": ok, "code": generation.code, "strategy": generation.strategy,
+                                    "cached": generation.cached, "error": generation.error}
+        print(f"{index}/{len(cases)} {case.id} {model}: {'pass' if ok else 'fail'}", flush=True)
+
+    def in_time() -> bool:
+        return not args.max_minutes or time.perf_counter() - start <= args.max_minutes * 60
+
+    def one_path(model: str, policy: CallPolicy) -> None:
         for index, case in enumerate(cases, start=1):
-            if args.max_minutes and time.perf_counter() - start > args.max_minutes * 60:
-                break
-            outcome = {}
-            for model in ("local", SERVED):
-                t0 = time.perf_counter()
-                generation = generate(case, model, cache, policy[model])
-                seconds[model] += time.perf_counter() - t0
-                ok = passed(case, generation, sandbox)
-                wins[model] += ok
-                reused += generation.cached
-                strategies.add(f"{model}: {generation.strategy}")
-                outcome[model] = {"passed": ok, "code": generation.code, "strategy": generation.strategy,
-                                  "cached": generation.cached, "error": generation.error}
-            same = outcome["local"]["code"] == outcome[SERVED]["code"]
-            differ += not same
-            done = index
-            sink.write(json.dumps({"id": case.id, "same": same, **outcome}) + "\n")
-            sink.flush()
-            print(f"{index}/{len(cases)} {case.id}: local {outcome['local']['passed']}, server {outcome[SERVED]['passed']}, "
-                  f"{'same' if same else 'differ'}", flush=True)
+            if not in_time():
+                return
+            answer(model, policy, index, case)
+
+    with llama_server(threads=threads) as url:
+        policies = {"local": CallPolicy(), SERVED: CallPolicy(base_url=url, timeout_s=900)}
+        if args.parallel:  # each path on its own thread (a core each when CODEGEN_EVAL_THREADS=1)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for future in [pool.submit(one_path, model, policy) for model, policy in policies.items()]:
+                    future.result()
+        else:  # problems alternate between the paths, so a prefix cut by --max-minutes stays paired
+            for index, case in enumerate(cases, start=1):
+                if not in_time():
+                    break
+                for model, policy in policies.items():
+                    answer(model, policy, index, case)
     sandbox.close()
+    paired = [case.id for case in cases if all(case.id in outcomes[model] for model in outcomes)]
+    wins = {model: sum(outcomes[model][cid]["passed"] for cid in paired) for model in outcomes}
+    differ = sum(outcomes["local"][cid]["code"] != outcomes[SERVED][cid]["code"] for cid in paired)
+    reused = sum(outcomes[model][cid]["cached"] for model in outcomes for cid in paired)
+    strategies = {f"{model}: {outcomes[model][cid]['strategy']}" for model in outcomes for cid in paired}
+    with log.open("w") as sink:
+        for cid in paired:
+            same = outcomes["local"][cid]["code"] == outcomes[SERVED][cid]["code"]
+            sink.write(json.dumps({"id": cid, "same": same, **{m: outcomes[m][cid] for m in outcomes}}) + "\n")
+    done = len(paired)
     total = done
     wall = time.perf_counter() - start
     sampling = "llama.cpp defaults (repeat_penalty 1.1)" if args.server_defaults else "repeat_penalty 1.0 sent, as the local backend uses"
@@ -107,7 +127,7 @@ def main() -> None:
         f"{machine()}; load average at the end {os.getloadavg()[0]:.1f}; llama_cpp.server with {threads} threads, "
         f"n_ctx 4096 (local backend: the same threads, n_ctx 8192); greedy (temperature 0, seed 0); server sampling: {sampling}.",
         f"Problems: the first {total} of 164{' (a prefix: the machine was too busy for all 164)' if total < 164 else ''}. "
-        f"Strategies: {', '.join(sorted(strategies))}. Wall {wall / 60:.1f} min "
+        f"Strategies: {', '.join(sorted(strategies))}. Wall {wall / 60:.1f} min{' (the paths at once)' if args.parallel else ''} "
         f"(generation: local {seconds['local'] / 60:.1f} min, server {seconds[SERVED] / 60:.1f} min; "
         f"{reused} of the {2 * total} answers came from the cache of an earlier, interrupted run).",
         "",
@@ -119,7 +139,8 @@ def main() -> None:
         f"Problems whose extracted code differs between the paths: **{differ}/{total}**. "
         "Reference (a minimal harness, same GGUF, prefill + stop, greedy, all 164): 92/164 = 56.1 %.",
         "",
-        f"Reproduce: `CODEGEN_EVAL_THREADS={threads} .venv/bin/python bench/humaneval_paths.py --limit {total}`.",
+        f"Reproduce: `CODEGEN_EVAL_THREADS={threads} .venv/bin/python bench/humaneval_paths.py --limit {total}"
+        f"{' --parallel' if args.parallel else ''}`.",
     ])
 
 
