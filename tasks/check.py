@@ -13,7 +13,7 @@ from codegen_eval.reporting import progress
 from tasks import finish, open_cache
 
 
-@task(name="sandbox-self-test")
+@task(name="sandbox-self-test", task_run_name="sandbox-self-test")
 def sandbox_self_test(cache_dir: str | None = None) -> None:
     """Known-good and known-bad snippets graded before any model call: a sandbox that cannot read its
     own libraries fails the run here, not every case later (a pass is remembered per installation)."""

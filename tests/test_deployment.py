@@ -64,7 +64,7 @@ def test_deployment_runs_through_a_worker_and_lands_in_history(prefect_server, a
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     assert flow_run.state.is_completed(), flow_run.state
     names = {t.name for t in task_runs}  # stage, model and batch, readable in the UI
-    assert {f"{stage} · {CLAUDE}" for stage in ("start-run", "report")} <= names and any(n.startswith("load-dataset") for n in names)
+    assert {f"{stage} · {CLAUDE}" for stage in ("start-run", "report")} <= names and {"sandbox-self-test", "load-dataset"} <= names
     assert {f"{stage} · {CLAUDE} · batch 0" for stage in ("generate", "check", "judge", "record")} <= names
     assert {a.key for a in artifacts} >= {"verdicts-seed-claude-haiku-4-5", "summary-seed-claude-haiku-4-5", "progress-seed-claude-haiku-4-5"}
     assert next(a for a in artifacts if a.key.startswith("progress-")).data == 100.0
