@@ -50,3 +50,20 @@ def test_run_prints_the_run_directory_last(prefect_api, api, tmp_path):
     assert run_dir.parent == tmp_path / "runs" and (run_dir / "report.html").is_file()
     assert json.loads((run_dir / "summary.json").read_text())["verdicts"]["PASS"] == 4
     assert "judge" in proc.stderr and "4/4" in proc.stderr  # the progress bars
+
+
+def test_a_run_started_here_goes_without_prefect_heartbeats_unless_they_are_asked_for(monkeypatch):
+    """Their join costs a cached re-run ~0.5 s; deployments keep them (they do not start here)."""
+    from prefect.settings import get_current_settings
+
+    from codegen_eval.cli import _without_heartbeats
+
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    monkeypatch.delenv("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", raising=False)
+    assert get_current_settings().flows.heartbeat_frequency is not None
+    with _without_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency is not None
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with _without_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is not None

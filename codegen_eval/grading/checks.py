@@ -9,6 +9,7 @@ failing gating check fails the case outright.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import threading
@@ -100,13 +101,30 @@ def python_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
 
 
 def undefined_names(code: str) -> CheckResult:
-    from pyflakes import checker, messages
+    from pyflakes import messages
 
-    found = checker.Checker(parse_python(code), "<candidate>").messages
+    found = _checker()(parse_python(code), "<candidate>").messages
     undefined = sorted({m.message_args[0] for m in found if isinstance(m, messages.UndefinedName)})
     if undefined:
         return CheckResult(name="names", status=CheckStatus.TEST_FAIL, message=f"undefined names: {', '.join(undefined)}")
     return CheckResult(name="names", status=CheckStatus.OK, message="no undefined names")
+
+
+@functools.cache
+def _checker() -> type:
+    """pyflakes' Checker, less most of its cost: it binds its ~160 builtins one by one through
+    `addBinding`, which weighs each against the enclosing scopes (~1 ms per check, more than the rest
+    of a short answer's analysis). Into the empty module scope they start in, a plain insert is the same."""
+    from pyflakes import checker
+
+    class Checker(checker.Checker):
+        def addBinding(self, node, value):
+            if node is None and type(value) is checker.Builtin and value.name not in self.scope:
+                self.scope[value.name] = value
+                return
+            super().addBinding(node, value)
+
+    return Checker
 
 
 def signature(code: str, expected: str, entry_point: str) -> CheckResult:

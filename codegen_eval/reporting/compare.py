@@ -15,10 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-import jinja2
 from pydantic import BaseModel
 
-from codegen_eval.reporting.report import RESULTS, run_models
+from codegen_eval.reporting.report import PAGES, RESULTS, run_models
 from codegen_eval.reporting.results import Summary
 from codegen_eval.reporting.statistics import mcnemar_exact
 
@@ -70,8 +69,7 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
 def write_comparison(run_a: Path, run_b: Path, out: Path | None = None) -> Path:
     comparison = compare_runs(run_a, run_b)
     summaries = [Summary.model_validate_json((run / "summary.json").read_text()) for run in (run_a, run_b)]
-    env = jinja2.Environment(loader=jinja2.PackageLoader("codegen_eval", "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
-    html = env.get_template("compare.html.j2").render(c=comparison, a=summaries[0], b=summaries[1])
+    html = PAGES.get_template("compare.html.j2").render(c=comparison, a=summaries[0], b=summaries[1])
     path = out or run_b / f"compare-{run_a.name}.html"
     path.write_text(html, encoding="utf-8")
     return path
