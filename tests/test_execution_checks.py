@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from codegen_eval.grading.checks import CheckStatus, _checker, parse_python, run_checks, signature, undefined_names
 from codegen_eval.dataset import Case, load_dataset
+from codegen_eval.grading.checks import CheckStatus, _checker, parse_python, run_checks, signature, undefined_names
 from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict
 from codegen_eval.grading.sandbox import Sandbox
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case

@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from codegen_eval.reporting.results import CaseResult, Grid, Summary, SummaryBuilder, case_key
 
 
-
 def _compiled_templates() -> jinja2.BytecodeCache | None:
     """Compiling the report template costs ~0.1 s, most of a cached re-run's report, so the compiled code
     is kept in the user's cache directory: not under /tmp, where another uid (a candidate's) could plant
