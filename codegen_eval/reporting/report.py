@@ -29,6 +29,8 @@ def _compiled_templates() -> jinja2.BytecodeCache | None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:  # e.g. a read-only home: compile each time
         return None
+    if not os.access(directory, os.W_OK | os.X_OK):  # another user's: jinja2 would fail writing to it
+        return None
     return jinja2.FileSystemBytecodeCache(str(directory))
 
 
