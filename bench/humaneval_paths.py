@@ -126,8 +126,8 @@ def main() -> None:
         "",
         f"{machine()}; load average at the end {os.getloadavg()[0]:.1f}; llama_cpp.server with {threads} threads, "
         f"n_ctx 4096 (local backend: the same threads, n_ctx 8192); greedy (temperature 0, seed 0); server sampling: {sampling}.",
-        f"Problems: the first {total} of 164{' (a prefix: the machine was too busy for all 164)' if total < 164 else ''}. "
-        f"Strategies: {', '.join(sorted(strategies))}. Wall {wall / 60:.1f} min{' (the paths at once)' if args.parallel else ''} "
+        ("Problems: all 164. " if total == 164 else f"Problems: the first {total} of 164 (a prefix: the machine was too busy for all 164). ")
+        + f"Strategies: {', '.join(sorted(strategies))}. Wall {wall / 60:.1f} min{' (the paths at once)' if args.parallel else ''} "
         f"(generation: local {seconds['local'] / 60:.1f} min, server {seconds[SERVED] / 60:.1f} min; "
         f"{reused} of the {2 * total} answers came from the cache of an earlier, interrupted run).",
         "",
@@ -139,7 +139,7 @@ def main() -> None:
         f"Problems whose extracted code differs between the paths: **{differ}/{total}**. "
         "Reference (a minimal harness, same GGUF, prefill + stop, greedy, all 164): 92/164 = 56.1 %.",
         "",
-        f"Reproduce: `CODEGEN_EVAL_THREADS={threads} .venv/bin/python bench/humaneval_paths.py --limit {total}"
+        f"Reproduce: `CODEGEN_EVAL_THREADS={threads} .venv/bin/python bench/humaneval_paths.py{'' if total == 164 else f' --limit {total}'}"
         f"{' --parallel' if args.parallel else ''}`.",
     ])
 
