@@ -107,17 +107,16 @@ def main() -> None:
                 for model, policy in policies.items():
                     answer(model, policy, index, case)
     sandbox.close()
-    paired = [case.id for case in cases if all(case.id in outcomes[model] for model in outcomes)]
-    wins = {model: sum(outcomes[model][cid]["passed"] for cid in paired) for model in outcomes}
-    differ = sum(outcomes["local"][cid]["code"] != outcomes[SERVED][cid]["code"] for cid in paired)
-    reused = sum(outcomes[model][cid]["cached"] for model in outcomes for cid in paired)
-    strategies = {f"{model}: {outcomes[model][cid]['strategy']}" for model in outcomes for cid in paired}
-    with log.open("w") as sink:
-        for cid in paired:
-            same = outcomes["local"][cid]["code"] == outcomes[SERVED][cid]["code"]
-            sink.write(json.dumps({"id": cid, "same": same, **{m: outcomes[m][cid] for m in outcomes}}) + "\n")
-    done = len(paired)
-    total = done
+    # The problems both paths answered (all of them, unless --max-minutes cut the run short).
+    rows = [{"id": case.id, "same": outcomes["local"][case.id]["code"] == outcomes[SERVED][case.id]["code"],
+             **{model: outcomes[model][case.id] for model in outcomes}}
+            for case in cases if all(case.id in outcomes[model] for model in outcomes)]
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    total = len(rows)
+    wins = {model: sum(row[model]["passed"] for row in rows) for model in outcomes}
+    differ = sum(not row["same"] for row in rows)
+    reused = sum(row[model]["cached"] for model in outcomes for row in rows)
+    strategies = {f"{model}: {row[model]['strategy']}" for model in outcomes for row in rows}
     wall = time.perf_counter() - start
     sampling = "llama.cpp defaults (repeat_penalty 1.1)" if args.server_defaults else "repeat_penalty 1.0 sent, as the local backend uses"
     publish([

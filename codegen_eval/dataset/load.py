@@ -259,8 +259,9 @@ def read_case_records(path: str | Path, model: type[M], ids: Collection[str], pr
         except ValidationError as exc:
             problems.extend((lineno, f"{path}:{lineno}: {describe_error(err)}") for err in exc.errors())
             continue
-        if getattr(item, "id") not in ids:
-            problems.append((lineno, f"{path}:{lineno}: field 'id': no case {getattr(item, 'id')!r} in the dataset"))
+        case_id = getattr(item, "id")
+        if case_id not in ids:
+            problems.append((lineno, f"{path}:{lineno}: field 'id': no case {case_id!r} in the dataset"))
         else:
             found.append((lineno, item))
     return found
