@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,22 @@ def request_key(request: ModelRequest, identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+# One writer at a time per cache directory within this process. SQLite allows one writer anyway, but a
+# writer that finds the database locked sleeps in SQLite's busy handler (1, 2, 5 ... 100 ms), holding
+# a call thread; 32 threads storing answers at once spent more time asleep there than writing.
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(directory: Path) -> threading.Lock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(os.path.realpath(directory), threading.Lock())
+
+
 class CallCache:
     def __init__(self, directory: str | Path | None = None):
         self.directory = Path(directory) if directory else default_cache_dir()
+        self._writing = _write_lock(self.directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._store = diskcache.Cache(str(self.directory), size_limit=2**40, eviction_policy="none")
@@ -56,7 +70,8 @@ class CallCache:
         # The request is kept beside the answer so a cache entry can be read on its own.
         entry = {"identity": identity, "request": request.model_dump(mode="json"), "response": response.model_dump()}
         try:
-            self._store.set(key, entry)
+            with self._writing:
+                self._store.set(key, entry)
         except (OSError, diskcache.core.sqlite3.Error) as exc:
             raise CacheError(f"cannot write to cache directory {self.directory}: {exc}") from exc
 
@@ -66,12 +81,14 @@ class CallCache:
 
     def set_note(self, name: str, value: str) -> None:
         try:
-            self._store.set(f"note:{name}", value)
+            with self._writing:
+                self._store.set(f"note:{name}", value)
         except (OSError, diskcache.core.sqlite3.Error) as exc:
             raise CacheError(f"cannot write to cache directory {self.directory}: {exc}") from exc
 
     def delete_note(self, name: str) -> None:
-        self._store.delete(f"note:{name}")
+        with self._writing:
+            self._store.delete(f"note:{name}")
 
     def __len__(self) -> int:
         return len(self._store)
