@@ -50,6 +50,17 @@ def test_run_prints_the_run_directory_last(prefect_api, api, tmp_path):
     assert run_dir.parent == tmp_path / "runs" and (run_dir / "report.html").is_file()
     assert json.loads((run_dir / "summary.json").read_text())["verdicts"]["PASS"] == 4
     assert "judge" in proc.stderr and "4/4" in proc.stderr  # the progress bars
+    # The CLI's flow run stores its parameters through pydantic, not FastAPI: the same JSON as Prefect's own encoder.
+    from prefect import Flow, get_client
+
+    from codegen_eval.config import RunConfig
+    from flows.evaluate import evaluate
+
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_runs(limit=1, sort="START_TIME_DESC")[0].parameters["config"]
+    config = RunConfig.model_validate(stored)
+    assert config.models == [CLAUDE] and config.concurrency == 2 and config.out == str(tmp_path / "runs")
+    assert stored == Flow.serialize_parameters(evaluate, {"config": config})["config"]
 
 
 def test_a_run_started_here_goes_without_prefect_heartbeats_unless_they_are_asked_for(monkeypatch):

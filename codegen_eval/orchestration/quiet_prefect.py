@@ -21,6 +21,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+
+F = TypeVar("F")
 
 LOG_NAME = "prefect.log"
 OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -66,6 +69,25 @@ def quiet_prefect(out: str | Path) -> Iterator[QuietRun]:
             _use_api(None)
         if run.run_dir is not None and run.log_path.exists():
             run.log_path.replace(run.run_dir / LOG_NAME)
+
+
+def parameters_by_pydantic(flow: F) -> F:
+    """`flow`, storing its runs' parameters as pydantic serializes them to JSON instead of through
+    FastAPI's `jsonable_encoder`: the same JSON for pydantic models and plain values (what these flows
+    take), without importing FastAPI into the CLI (~0.1 s, a twentieth of a cached run)."""
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    def serialize(parameters: dict[str, Any]) -> dict[str, Any]:
+        stored = {}
+        for name, value in parameters.items():
+            try:
+                stored[name] = to_jsonable_python(value, by_alias=True)
+            except PydanticSerializationError:  # as Prefect stores what it cannot encode
+                stored[name] = f"<{type(value).__name__}>"
+        return stored
+
+    flow.serialize_parameters = serialize
+    return flow
 
 
 class TemporaryServer:
@@ -140,10 +162,12 @@ def _use_api(url: str | None) -> None:
 
 def _route_logs(log_path: Path):
     """Prefect's INFO lines to `log_path`; its console handler keeps warnings and errors. Returns the undo."""
-    from prefect.logging.configuration import ensure_logging_setup
+    # Prefect configures logging when `prefect.main` is first imported (by `from prefect import flow`),
+    # and again there if it was set up before: import it now, so that is the one set-up (~0.1 s each)
+    # and nothing configures logging after this.
+    import prefect.main  # noqa: F401
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    ensure_logging_setup()  # Prefect configures logging lazily; configured later, it would undo this
     from prefect.logging.formatters import PrefectFormatter
 
     handler = logging.FileHandler(log_path, encoding="utf-8")
