@@ -160,3 +160,26 @@ def test_unusable_cache_directory_gives_a_clear_error(prefect_api, api, syntheti
     else:
         assert "free space and run the same command again" in done.stderr
         assert api.count() > 0
+
+
+def test_many_threads_storing_answers_at_once_lose_none(tmp_path):
+    """Call threads store answers through one writer lock per cache directory (two cache objects on
+    one directory share it); every answer and note is there afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
+    from codegen_eval.models.cache import CallCache
+
+    caches = [CallCache(tmp_path / "cache"), CallCache(str(tmp_path / "cache") + "/")]
+    response = ModelResponse(text="def f():\n    return 1\n", stop_reason="end_turn", usage=Usage(input_tokens=1, output_tokens=1))
+
+    def store(i: int) -> None:
+        request = ModelRequest(model=CLAUDE, max_tokens=10, messages=[Message(role="user", content=f"case {i}")])
+        caches[i % 2].put(f"key-{i}", request, {"backend": "test"}, response)
+        caches[(i + 1) % 2].set_note(f"note-{i}", str(i))
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(store, range(640)))
+    reader = CallCache(tmp_path / "cache")
+    assert all(reader.get(f"key-{i}") == response and reader.get_note(f"note-{i}") == str(i) for i in range(640))
+    assert caches[0]._writing is caches[1]._writing and len(reader) == 1280
