@@ -4,10 +4,10 @@ from prefect import task
 
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.grading.check_cache import Checked, cached_checks
+from codegen_eval.grading.check_cache import Checked, cached_checks, is_checked
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
-from codegen_eval.models.calls import run_concurrently
+from codegen_eval.models.calls import run_cached_first
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
 from tasks import finish, open_cache
@@ -34,5 +34,6 @@ def check_batch(
         return checked
 
     # One thread per sandbox slot: checks are CPU-bound and run in the sandbox's processes.
-    results = run_concurrently(one, list(zip(cases, generations, strict=True)), sandbox.slots, pool_name="sandbox")
+    pairs = list(zip(cases, generations, strict=True))
+    results = run_cached_first(one, pairs, lambda pair: is_checked(pair[0], pair[1].code, cache), sandbox.slots, pool_name="sandbox")
     return finish(results, all(checked.cached for checked in results))

@@ -6,7 +6,7 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation, accept_generation, generate, generation_request
 from codegen_eval.models.batches import prefetch
-from codegen_eval.models.calls import run_concurrently
+from codegen_eval.models.calls import is_cached, run_cached_first
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
@@ -34,5 +34,11 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
         progress.advance("generate")
         return generation
 
-    generations = run_concurrently(one, units, pool_size(config))
+    strategy = strategy_for(model, cache, config.base_url)
+
+    def stored(unit: tuple[Case, int]) -> bool:
+        case, sample = unit
+        return is_cached(generation_request(case, model, strategy, sample, config.temperature), cache, policy)
+
+    generations = run_cached_first(one, units, stored, pool_size(config))
     return finish(generations, all(g.cached for g in generations))

@@ -7,7 +7,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus, combine, judge, judge_request, usable
 from codegen_eval.models.batches import key_of, prefetch
-from codegen_eval.models.calls import run_concurrently
+from codegen_eval.models.calls import is_cached, run_cached_first
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
@@ -49,5 +49,13 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
         progress.advance("judge")
         return judgement
 
-    judgements = run_concurrently(one, pairs, pool_size(config))
+    strategies = {model: strategy_for(model, cache, config.base_url) for model in config.judge_models}
+
+    def stored(pair: tuple[Case, Generation]) -> bool:
+        case, generation = pair
+        return not generation.code.strip() or all(
+            is_cached(judge_request(case, generation.code, model, config.rubric, strategies[model]), cache, policy) for model in config.judge_models
+        )
+
+    judgements = run_cached_first(one, pairs, stored, pool_size(config))
     return finish(judgements, all(j.calls == 0 for j in judgements))

@@ -54,6 +54,11 @@ def settled(checks: list[CheckResult]) -> bool:
     return not any(c.status in UNSETTLED or c.details.get("unsettled") or c.details.get("isolation_missing") for c in checks)
 
 
+def is_checked(case: Case, code: str, cache: CallCache | None) -> bool:
+    """Whether `cached_checks` would answer from the cache."""
+    return cache is not None and cache.has_note(checks_key(case, code))
+
+
 def cached_checks(case: Case, code: str, sandbox: Sandbox, cache: CallCache | None) -> Checked:
     key = checks_key(case, code)
     stored = cache.get_note(key) if cache is not None else None

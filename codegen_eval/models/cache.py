@@ -75,9 +75,15 @@ class CallCache:
         except (OSError, diskcache.core.sqlite3.Error) as exc:
             raise CacheError(f"cannot write to cache directory {self.directory}: {exc}") from exc
 
+    def has(self, key: str) -> bool:
+        return key in self._store
+
     def get_note(self, name: str) -> str | None:
         """Small facts learned during runs (e.g. a model's output strategy), kept beside the answers."""
         return self._store.get(f"note:{name}")
+
+    def has_note(self, name: str) -> bool:
+        return f"note:{name}" in self._store
 
     def set_note(self, name: str, value: str) -> None:
         try:

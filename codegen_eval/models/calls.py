@@ -81,6 +81,11 @@ def cached_call(
     return CallResult(key=key, cached=False, response=response, retries=retries)
 
 
+def is_cached(request: ModelRequest, cache: CallCache, policy: CallPolicy | None = None) -> bool:
+    """Whether `cached_call` would answer `request` from the cache."""
+    return cache.has(request_key(request, get_backend(request.model, policy.base_url if policy else None).identity()))
+
+
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
@@ -97,3 +102,19 @@ def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int,
         if pool is None:
             pool = _pools[(pool_name, concurrency)] = ThreadPoolExecutor(concurrency, thread_name_prefix=pool_name)
     return list(pool.map(fn, items))
+
+
+def run_cached_first(fn: Callable[[T], R], items: list[T], cached: Callable[[T], bool], concurrency: int, pool_name: str = "model-call") -> list[R]:
+    """`run_concurrently`, but items whose answers are already stored (`cached`) run here, in this
+    thread: a cache read costs less than the hand-off to a pool thread, and 100 of them handed to 40
+    threads contending for the GIL took ~6x as long as read in a row. Results keep the items' order."""
+    results: list[R | None] = [None] * len(items)
+    called = []
+    for index, item in enumerate(items):
+        if cached(item):
+            results[index] = fn(item)
+        else:
+            called.append(index)
+    for index, result in zip(called, run_concurrently(fn, [items[i] for i in called], concurrency, pool_name)):
+        results[index] = result
+    return results  # type: ignore[return-value]  (every slot is filled)
