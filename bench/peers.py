@@ -8,7 +8,10 @@ its own process with a set latency (default 100 ms), at the same concurrency (de
   loopback, as scale.py runs it;
 - promptfoo: `promptfoo eval` (npm, a pinned version installed into a temporary prefix), its Anthropic
   provider pointed at the stand-in (`apiBaseUrl`), an `llm-rubric` assertion graded by the same model
-  there; telemetry, update checks, sharing and remote generation off.
+  there; telemetry, update checks, sharing and remote generation off;
+- anthropic-sdk (the floor): codegen-eval's own two requests per case sent with the anthropic SDK alone,
+  from `concurrency` threads, and nothing else (no cache, checks, Prefect or report): what any Python
+  tool built on the SDK pays on this machine. Uncached only.
 
 "Uncached" is a fresh call cache (codegen-eval: CODEGEN_EVAL_CACHE_DIR; promptfoo: PROMPTFOO_CACHE_PATH,
 its on-disk cache, on by default); "cached" is the same command again on that cache. Each tool writes
@@ -55,7 +58,7 @@ BIN = Path(sys.executable).parent
 MODEL = "claude-haiku-4-5"
 # The newest promptfoo whose `engines` accepts this machine's Node 20.20 (0.122 and later want Node >= 22.22).
 PROMPTFOO_VERSION = "0.121.20"
-TOOLS = ("codegen-eval", "promptfoo")
+TOOLS = ("codegen-eval", "promptfoo", "anthropic-sdk")
 # codegen-eval's generation prompt, word for word, so both tools send the same request.
 PROMPT = "Write AWS {format} code for the following task. Return ONLY the code — no explanation.\n\nTask:\n{task}"
 RUBRIC = "Task: {{task}}\nExpected: {{expected}}\nCriteria: {{criteria}}\nThe output meets the criteria."
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    parser.add_argument("--sdk-only", type=Path, help=argparse.SUPPRESS)  # the anthropic-sdk tool's own process, on this dataset
     parser.add_argument("--promptfoo-version", default=PROMPTFOO_VERSION)
     parser.add_argument("--promptfoo-prefix", type=Path, help="reuse an npm prefix that holds that promptfoo version")
     parser.add_argument("--no-publish", action="store_true", help="print the section, do not append it to RESULTS.md")
@@ -86,6 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return serve(args.latency_ms)
+    if args.sdk_only:
+        return sdk_only(args.sdk_only, args.concurrency)
     work = Path(tempfile.mkdtemp(prefix="codegen-eval-peers-"))
     load_before = load()
     promptfoo = install_promptfoo(args.promptfoo_version, args.promptfoo_prefix or work / "npm") if "promptfoo" in args.tools else None
@@ -152,7 +158,7 @@ class Runner:
                 tools = self.args.tools if repeat % 2 == 0 else self.args.tools[::-1]
                 for tool in tools:
                     cache = self.work / "caches" / f"{tool}-{size}-{repeat}"
-                    for mode in ("uncached", "cached"):
+                    for mode in ("uncached", "cached") if tool != "anthropic-sdk" else ("uncached",):
                         run = self.run(tool, size, cache, expect_calls=2 * size if mode == "uncached" else 0)
                         walls.setdefault((tool, size, mode), []).append(run)
                         print(f"repeat {repeat + 1}: {tool} {size} cases {mode}: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, "
@@ -161,7 +167,7 @@ class Runner:
 
     def run(self, tool: str, size: int, cache: Path, expect_calls: int) -> Run:
         before = self.standin.served()
-        command, env, check = self._codegen_eval(size, cache) if tool == "codegen-eval" else self._promptfoo(size, cache)
+        command, env, check = {"codegen-eval": self._codegen_eval, "promptfoo": self._promptfoo, "anthropic-sdk": self._sdk}[tool](size, cache)
         cpu, standin_cpu = _children_cpu_s(), self.standin.cpu_s()
         started = time.perf_counter()
         done = subprocess.run(command, env=env, cwd=self.work, capture_output=True, text=True)
@@ -201,6 +207,16 @@ class Runner:
 
         return command, env, check
 
+    def _sdk(self, size: int, cache: Path) -> tuple[list[str], dict[str, str], Any]:
+        command = [sys.executable, str(Path(__file__).resolve()), "--sdk-only", str(self.inputs[size]["dataset"]), "--concurrency", str(self.args.concurrency)]
+        env = {**self.env, "PYTHONPATH": str(ROOT), "ANTHROPIC_BASE_URL": self.standin.url}
+
+        def check(stdout: str) -> None:
+            if stdout.split() != ["answered", str(2 * size)]:
+                raise RuntimeError(f"anthropic-sdk, {size} cases: {stdout!r}")
+
+        return command, env, check
+
     def _inputs(self, n: int) -> dict[str, Path]:
         cases = synthetic_cases(n)
         dataset = self.work / f"synthetic-{n}.jsonl"
@@ -227,6 +243,32 @@ def install_promptfoo(version: str, prefix: Path) -> Path:
         subprocess.run(["npm", "install", "--prefix", str(prefix), f"promptfoo@{version}", "--no-audit", "--no-fund", "--loglevel=error"],
                        check=True, env={**os.environ, **PROMPTFOO_ENV})
     return prefix / "node_modules" / ".bin" / "promptfoo"
+
+
+def sdk_only(dataset: Path, concurrency: int) -> None:
+    """Per case, codegen-eval's generation request then its judge request on that answer, each sent
+    with `messages.create` as codegen-eval sends it; `concurrency` cases at a time, one thread each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anthropic
+
+    from codegen_eval.dataset import load_dataset
+    from codegen_eval.generation import extract_code, generation_request
+    from codegen_eval.grading.judge import judge_request
+    from codegen_eval.models.backends.anthropic import AnthropicBackend
+    from codegen_eval.models.strategies import Strategy, known_strategy
+
+    client, params = anthropic.Anthropic(max_retries=0), AnthropicBackend().params
+    strategy = known_strategy(MODEL) or Strategy.PREFILL  # what codegen-eval uses for it with an empty cache
+
+    def one(case: Any) -> int:
+        answer = client.messages.create(**params(generation_request(case, MODEL, strategy)))
+        code = extract_code("".join(block.text for block in answer.content if block.type == "text"), strategy)
+        client.messages.create(**params(judge_request(case, code, MODEL, None, strategy)))
+        return 2
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        print("answered", sum(pool.map(one, load_dataset(dataset))))
 
 
 def serve(latency_ms: float) -> None:
@@ -260,7 +302,7 @@ def section(args: argparse.Namespace, runs: dict[tuple[str, int, str], list[Run]
         return (med(tool, large, mode, figure) - med(tool, small, mode, figure)) * 1000 / (large - small)
 
     peer = f"promptfoo {args.promptfoo_version} (Node {_node_version()})" if promptfoo else "no peer"
-    lines = [heading(f"Peers: codegen-eval and promptfoo, concurrency {args.concurrency}"), "",
+    lines = [heading(f"Peers: {', '.join(args.tools)}, concurrency {args.concurrency}"), "",
              machine() + f"; load average (1, 5, 15 min) {load_before} before, {load_after} after: 2 cores shared with other work, "
              "so these walls are context, not targets.",
              f"{peer}; one loopback Messages-API stand-in at {args.latency_ms:.0f} ms; generation + LLM judge per case; "
@@ -271,10 +313,10 @@ def section(args: argparse.Namespace, runs: dict[tuple[str, int, str], list[Run]
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tool in args.tools:
         slope = slope_ms(tool, "uncached")
+        cached = (f"{med(tool, small, 'cached'):.2f} / {med(tool, large, 'cached'):.2f} | {slope_ms(tool, 'cached'):.2f} | "
+                  f"{med(tool, small, 'cached', 'cpu'):.2f}") if (tool, small, "cached") in runs else "n/a (no cache) | | "
         lines.append(f"| {tool} | {med(tool, small, 'uncached'):.2f} / {med(tool, large, 'uncached'):.2f} | {slope:.2f} | **{slope / ideal_ms:.2f}** | "
-                     f"{slope_ms(tool, 'uncached', 'cpu'):.2f} | {med(tool, large, 'uncached', 'standin_cpu') * 1000 / large:.2f} | "
-                     f"{med(tool, small, 'cached'):.2f} / {med(tool, large, 'cached'):.2f} | {slope_ms(tool, 'cached'):.2f} | "
-                     f"{med(tool, small, 'cached', 'cpu'):.2f} |")
+                     f"{slope_ms(tool, 'uncached', 'cpu'):.2f} | {med(tool, large, 'uncached', 'standin_cpu') * 1000 / large:.2f} | {cached} |")
     lines += ["", "All runs (wall s / CPU s, whole command, in run order): " + "; ".join(
         f"{tool} {size} {mode}: {', '.join(f'{r.wall:.2f}/{r.cpu:.2f}' for r in values)}" for (tool, size, mode), values in runs.items()) + "."]
     return lines
