@@ -498,6 +498,9 @@ def _run_flow(config: RunConfig, total: int) -> str:
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_no_traceback_for_cache_errors)
+    # What the imports made lives as long as the run: frozen, the collector's full passes (seven in a
+    # 400-case run) no longer walk those ~150k objects each time (~10 % of an uncached run's CPU).
+    gc.freeze()
 
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
