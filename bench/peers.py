@@ -31,9 +31,11 @@ is 2 calls x latency / concurrency (6.25 ms at 100 ms and 32).
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +94,10 @@ def main() -> None:
         return serve(args.latency_ms)
     if args.sdk_only:
         return sdk_only(args.sdk_only, args.concurrency)
+    # Bytecode for this checkout, as an installed package has (pip compiles it): with
+    # PYTHONDONTWRITEBYTECODE set, a module edited since its last .pyc would be compiled on every run.
+    for package in ("codegen_eval", "flows", "tasks"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     work = Path(tempfile.mkdtemp(prefix="codegen-eval-peers-"))
     load_before = load()
     promptfoo = install_promptfoo(args.promptfoo_version, args.promptfoo_prefix or work / "npm") if "promptfoo" in args.tools else None
@@ -103,7 +109,7 @@ def main() -> None:
             raise RuntimeError("the Prefect server did not become healthy in 180 s")
         with Background([sys.executable, str(Path(__file__).resolve()), "--serve", "--latency-ms", str(args.latency_ms)], env, cwd=ROOT) as api:
             standin = StandIn(api)
-            runner = Runner(args, env, work, standin, promptfoo)
+            runner = Runner(args, env, work, standin, promptfoo, [server.process.pid, api.process.pid])
             runs = runner.measure()
     load_after = load()
     publish(section(args, runs, load_before, load_after, promptfoo) + [""], write=not args.no_publish)
@@ -146,9 +152,34 @@ def _children_cpu_s() -> float:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, env: dict[str, str], work: Path, standin: StandIn, promptfoo: Path | None):
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], work: Path, standin: StandIn, promptfoo: Path | None,
+                 servers: list[int]):
         self.args, self.env, self.work, self.standin, self.promptfoo = args, env, work, standin, promptfoo
+        self.servers = [psutil.Process(pid) for pid in servers]
         self.inputs = {n: self._inputs(n) for n in args.sizes}
+        self.warm = self._warm_cache() if "codegen-eval" in args.tools else None
+
+    def _warm_cache(self) -> Path:
+        """A cache holding the sandbox self-test's pass (once per installation, ~5-10 s of a first run,
+        varying by seconds) and one warm-up case unlike the measured ones: each uncached run starts from
+        a copy, so it makes every model call and proves every reference, and the slope is not noise."""
+        warm, dataset = self.work / "caches" / "warm", self.work / "warm-up.jsonl"
+        case = synthetic_cases(1)[0] | {"id": "warm-up", "task": "Write a function `value_99999()` that takes no arguments and returns the integer 99999."}
+        dataset.write_text(json.dumps(case | {"expected": "def value_99999():\n    return 99999\n"}) + "\n", encoding="utf-8")
+        command, env, _ = self._codegen_eval(1, warm, dataset)
+        subprocess.run(command, env=env, cwd=self.work, check=True, capture_output=True)
+        return warm
+
+    def quiesce(self, timeout_s: float = 60.0) -> None:
+        """Wait until the Prefect server and the stand-in are idle (under 3 % of a core over 0.5 s): the
+        server persists a run's events after the run ends, which would land in the next run's figures."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            processes = [p for server in self.servers for p in (server, *server.children(recursive=True))]
+            before = sum(sum(p.cpu_times()[:2]) for p in processes)
+            time.sleep(0.5)
+            if sum(sum(p.cpu_times()[:2]) for p in processes) - before < 0.015:
+                return
 
     def measure(self) -> dict[tuple[str, int, str], list[Run]]:
         """Runs by (tool, size, "uncached" | "cached"), in the order run."""
@@ -158,6 +189,8 @@ class Runner:
                 tools = self.args.tools if repeat % 2 == 0 else self.args.tools[::-1]
                 for tool in tools:
                     cache = self.work / "caches" / f"{tool}-{size}-{repeat}"
+                    if tool == "codegen-eval":
+                        shutil.copytree(self.warm, cache)
                     for mode in ("uncached", "cached") if tool != "anthropic-sdk" else ("uncached",):
                         run = self.run(tool, size, cache, expect_calls=2 * size if mode == "uncached" else 0)
                         walls.setdefault((tool, size, mode), []).append(run)
@@ -166,6 +199,7 @@ class Runner:
         return walls
 
     def run(self, tool: str, size: int, cache: Path, expect_calls: int) -> Run:
+        self.quiesce()
         before = self.standin.served()
         command, env, check = {"codegen-eval": self._codegen_eval, "promptfoo": self._promptfoo, "anthropic-sdk": self._sdk}[tool](size, cache)
         cpu, standin_cpu = _children_cpu_s(), self.standin.cpu_s()
@@ -181,8 +215,8 @@ class Runner:
         check(done.stdout)
         return Run(wall, cpu, standin_cpu)
 
-    def _codegen_eval(self, size: int, cache: Path) -> tuple[list[str], dict[str, str], Any]:
-        command = [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(self.inputs[size]["dataset"]), "--model", MODEL,
+    def _codegen_eval(self, size: int, cache: Path, dataset: Path | None = None) -> tuple[list[str], dict[str, str], Any]:
+        command = [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(dataset or self.inputs[size]["dataset"]), "--model", MODEL,
                    "--concurrency", str(self.args.concurrency), "--out", str(self.work / "runs")]
         env = {**self.env, "PYTHONPATH": str(ROOT), "CODEGEN_EVAL_CACHE_DIR": str(cache), "ANTHROPIC_BASE_URL": self.standin.url}
 
