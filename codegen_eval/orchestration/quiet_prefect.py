@@ -166,9 +166,8 @@ def _route_logs(log_path: Path):
     # and again there if it was set up before: import it now, so that is the one set-up (~0.1 s each)
     # and nothing configures logging after this.
     import prefect.main  # noqa: F401
-    from prefect.logging.handlers import PrefectConsoleHandler
-
     from prefect.logging.formatters import PrefectFormatter
+    from prefect.logging.handlers import PrefectConsoleHandler
 
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(PrefectFormatter(
