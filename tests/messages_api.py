@@ -29,6 +29,7 @@ class Reply:
     thinking: str | None = None  # a thinking block sent before the text
     stop_reason: str | None = None  # force one (e.g. "max_tokens", "refusal")
     hang_s: float = 0.0  # wait this long before answering (a hung request)
+    body: Any = None  # a 200 whose body is this JSON value instead of a Message (a broken proxy)
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -83,6 +84,8 @@ class MessagesAPI:
             time.sleep(reply.hang_s)  # past the client's timeout: it has given up and will retry
         if reply.status != 200:
             return reply.status, {"type": "error", "error": reply.error or {"type": "api_error", "message": "error"}}, reply.headers
+        if reply.body is not None:
+            return 200, reply.body, reply.headers
         text, stop_reason, stop_sequence = reply.text, "end_turn", None
         for stop in body.get("stop_sequences") or []:
             if stop in text:

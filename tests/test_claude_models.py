@@ -109,6 +109,22 @@ def test_sdk_retries_carry_429_and_529(run, api):
     assert api.count() == 8 * 2 + 2  # every call retried once after 429; list_s3_buckets' twice (529)
 
 
+def test_a_200_whose_body_is_not_a_message_is_retried_not_a_crash(run, api):
+    """The answer is read from the reply's JSON (not the SDK's typed Message): a body that is not a
+    Message is a transient server fault, retried like a 5xx."""
+    served: dict[str, int] = {}
+
+    def respond(body):
+        key = json.dumps(body["messages"])
+        served[key] = served.get(key, 0) + 1
+        return Reply(body="<html>502 from a proxy</html>") if served[key] == 1 else seed_responder()(body)
+
+    api.responder = respond
+    results = load_results(run("claude-haiku-4-5"))
+    assert {r.verdict.value for r in results} == {"PASS"} and api.count() == 8 * 2
+    assert sum(r.generation.retries + r.judge.retries for r in results) == 8
+
+
 def test_prefill_400_text_is_the_apis(api):
     assert PREFILL_400.status == 400 and "does not support assistant message prefill" in PREFILL_400.error["message"]
 

@@ -74,10 +74,15 @@ class AnthropicBackend:
 
         options = {"timeout": timeout_s} if timeout_s else {}
         try:
-            message = self._client.messages.create(**self.params(request), **options)
+            # The raw reply, read as JSON: the SDK's typed Message costs ~0.4 ms of CPU a call to build
+            # (a fifth of the request path), and only its text, stop reason and usage are used here.
+            raw = self._client.messages.with_raw_response.create(**self.params(request), **options)
         except anthropic.APIError as exc:
             raise _error(exc) from exc
-        return _response(message)
+        try:
+            return _response(raw.http_response.json())
+        except (ValueError, AttributeError) as exc:  # a 200 whose body is not a Message: the server's fault
+            raise TransientError(f"unreadable answer: {type(exc).__name__}: {exc}"[:300], "server") from exc
 
     # Message Batches: half price, asynchronous (most finish within an hour).
     def submit_batch(self, items: list[tuple[str, ModelRequest]]) -> str:
@@ -99,7 +104,7 @@ class AnthropicBackend:
     def batch_results(self, batch_id: str) -> Iterator[tuple[str, ModelResponse | None]]:
         """(custom_id, the answer, or None for a request that errored, was canceled or expired)."""
         for item in self._batches.results(batch_id):
-            yield item.custom_id, _response(item.result.message) if item.result.type == "succeeded" else None
+            yield item.custom_id, _response(item.result.message.model_dump()) if item.result.type == "succeeded" else None
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -116,11 +121,12 @@ class AnthropicBackend:
         return kwargs
 
 
-def _response(message: Any) -> ModelResponse:
-    # Thinking blocks may come first; only text blocks are the answer.
-    text = "".join(block.text for block in message.content if block.type == "text")
-    usage = Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
-    return ModelResponse(text=text, stop_reason=message.stop_reason or "unknown", usage=usage)
+def _response(message: dict[str, Any]) -> ModelResponse:
+    """A Message as JSON: thinking blocks may come first; only text blocks are the answer."""
+    text = "".join(block.get("text", "") for block in message.get("content") or [] if block.get("type") == "text")
+    usage = message.get("usage") or {}
+    return ModelResponse(text=text, stop_reason=message.get("stop_reason") or "unknown",
+                         usage=Usage(input_tokens=usage.get("input_tokens") or 0, output_tokens=usage.get("output_tokens") or 0))
 
 
 def _error(exc: anthropic.APIError) -> BackendError:
