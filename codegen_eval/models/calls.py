@@ -106,8 +106,8 @@ def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int,
 
 def run_cached_first(fn: Callable[[T], R], items: list[T], cached: Callable[[T], bool], concurrency: int, pool_name: str = "model-call") -> list[R]:
     """`run_concurrently`, but items whose answers are already stored (`cached`) run here, in this
-    thread: a cache read costs less than the hand-off to a pool thread, and 100 of them handed to 40
-    threads contending for the GIL took ~6x as long as read in a row. Results keep the items' order."""
+    thread: a cache read costs less than the hand-off to a pool thread (a cached batch of 100 took
+    ~145 ms through 40 threads contending for the GIL, ~45 ms read in a row). Results keep the items' order."""
     results: list[R | None] = [None] * len(items)
     called = []
     for index, item in enumerate(items):
