@@ -35,5 +35,6 @@ def check_batch(
 
     # One thread per sandbox slot: checks are CPU-bound and run in the sandbox's processes.
     pairs = list(zip(cases, generations, strict=True))
-    results = run_cached_first(one, pairs, lambda pair: is_checked(pair[0], pair[1].code, cache), sandbox.slots, pool_name="sandbox")
+    stored = [is_checked(case, generation.code, cache) for case, generation in pairs]
+    results = run_cached_first(one, pairs, stored, sandbox.slots, pool_name="sandbox")
     return finish(results, all(checked.cached for checked in results))

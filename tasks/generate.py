@@ -20,11 +20,9 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
     cache = open_cache(config.cache_dir)
     policy = call_policy(config, run_dir)
     units = [(case, sample) for case in cases for sample in range(config.samples)]
-    fetched: set[str] = set()
-    if config.use_batch:
-        strategy = strategy_for(model, cache)
-        requests = [generation_request(case, model, strategy, sample, config.temperature) for case, sample in units]
-        fetched = prefetch(requests, cache, "generate", accept_generation)
+    strategy = strategy_for(model, cache, config.base_url)
+    requests = [generation_request(case, model, strategy, sample, config.temperature) for case, sample in units]
+    fetched = prefetch(requests, cache, "generate", accept_generation) if config.use_batch else set()
 
     def one(unit: tuple[Case, int]) -> Generation:
         case, sample = unit
@@ -34,11 +32,6 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
         progress.advance("generate")
         return generation
 
-    strategy = strategy_for(model, cache, config.base_url)
-
-    def stored(unit: tuple[Case, int]) -> bool:
-        case, sample = unit
-        return is_cached(generation_request(case, model, strategy, sample, config.temperature), cache, policy)
-
+    stored = [is_cached(request, cache, policy) for request in requests]
     generations = run_cached_first(one, units, stored, pool_size(config))
     return finish(generations, all(g.cached for g in generations))

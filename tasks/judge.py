@@ -24,13 +24,12 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
     cache = open_cache(config.cache_dir)
     policy = call_policy(config, run_dir)
     pairs = list(zip(cases, generations, strict=True))
-    first_requests = {}  # (judge, case id) -> the first request, sent ahead as a Message Batch
-    if config.use_batch:
-        for model in config.judge_models:
-            strategy = strategy_for(model, cache)
-            first_requests |= {
-                (model, case.id): judge_request(case, g.code, model, config.rubric, strategy) for case, g in pairs if g.code.strip()
-            }
+    strategies = {model: strategy_for(model, cache, config.base_url) for model in config.judge_models}
+    # Per case, each judge's first request (a case with no code is not judged).
+    requests = [{model: judge_request(case, g.code, model, config.rubric, strategy) for model, strategy in strategies.items()}
+                if g.code.strip() else {} for case, g in pairs]
+    # (judge, case id) -> the first request, sent ahead as a Message Batch
+    first_requests = {(model, case.id): request for (case, _), asked in zip(pairs, requests) for model, request in asked.items()} if config.use_batch else {}
     fetched: set[str] = set()
     for model in config.judge_models if config.use_batch else ():  # one batch per judge: one backend each
         fetched |= prefetch([r for (m, _), r in first_requests.items() if m == model], cache, "judge", usable)
@@ -49,13 +48,6 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
         progress.advance("judge")
         return judgement
 
-    strategies = {model: strategy_for(model, cache, config.base_url) for model in config.judge_models}
-
-    def stored(pair: tuple[Case, Generation]) -> bool:
-        case, generation = pair
-        return not generation.code.strip() or all(
-            is_cached(judge_request(case, generation.code, model, config.rubric, strategies[model]), cache, policy) for model in config.judge_models
-        )
-
+    stored = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
     judgements = run_cached_first(one, pairs, stored, pool_size(config))
     return finish(judgements, all(j.calls == 0 for j in judgements))
