@@ -7,6 +7,7 @@ never 0, so an unknown price is not mistaken for a free one.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 
@@ -34,6 +35,7 @@ BATCH_DISCOUNT = 0.5
 CHARS_PER_TOKEN_LOW = 3.0  # a deliberately low guess, so that estimates err high
 
 
+@functools.lru_cache(maxsize=256)  # asked 3-4 times per case with the same few names; ~20 patterns each
 def price(model: str) -> tuple[float, float] | None:
     if model == LOCAL_MODEL or model.startswith("recorded"):
         return (0.0, 0.0)
