@@ -5,6 +5,7 @@ from prefect import task
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.check_cache import Checked, cached_checks, is_checked
+from codegen_eval.grading.checks import needs_sandbox
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
 from codegen_eval.models.calls import run_cached_first
@@ -33,8 +34,9 @@ def check_batch(
         progress.advance("check")
         return checked
 
-    # One thread per sandbox slot: checks are CPU-bound and run in the sandbox's processes.
+    # One thread per sandbox slot for the checks that run jobs in the sandbox's processes. The others
+    # (stored ones, and those with no sandbox job) are CPU work in this process, done in this thread.
     pairs = list(zip(cases, generations, strict=True))
-    stored = [is_checked(case, generation.code, cache) for case, generation in pairs]
-    results = run_cached_first(one, pairs, stored, sandbox.slots, pool_name="sandbox")
+    here = [not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
+    results = run_cached_first(one, pairs, here, sandbox.slots, pool_name="sandbox")
     return finish(results, all(checked.cached for checked in results))

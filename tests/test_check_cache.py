@@ -75,3 +75,17 @@ def test_a_cached_rerun_and_a_rubric_change_run_nothing_in_the_sandbox(run, tmp_
                       'Reply with JSON {"score": 1-10, "reasoning": "", "strengths": [], "weaknesses": []}.\n')
     regraded = json.loads((Path(evaluate(regrade_config(second_dir, rubric=str(rubric)))) / "summary.json").read_text())
     assert regraded["checking"]["sandbox_jobs"] == 0 and regraded["generation"]["calls_made"] == 0
+
+
+def test_needs_sandbox_says_which_checks_run_jobs_there(sandbox, cases):
+    """The check task and the proof run checks with no sandbox job in their own thread, not on the
+    sandbox's pool: `needs_sandbox` must say exactly which cases' checks run jobs there."""
+    from codegen_eval.dataset import Case
+    from codegen_eval.grading.checks import needs_sandbox, run_checks
+    from tests.messages_api import synthetic_cases
+
+    without_tests = Case.model_validate(synthetic_cases(1)[0])
+    for case in (cases["regex-aws-region"], cases["iam-read-only-my-data-bucket"], cases["s3-list-buckets"], without_tests):
+        counting = check_cache._Counting(sandbox)
+        run_checks(case, case.expected, counting)  # type: ignore[arg-type]  (it only calls .run)
+        assert needs_sandbox(case) == (counting.jobs > 0), case.id

@@ -183,3 +183,46 @@ def test_many_threads_storing_answers_at_once_lose_none(tmp_path):
     reader = CallCache(tmp_path / "cache")
     assert all(reader.get(f"key-{i}") == response and reader.get_note(f"note-{i}") == str(i) for i in range(640))
     assert caches[0]._writing is caches[1]._writing and len(reader) == 1280
+
+
+def test_work_marked_here_runs_in_the_calling_thread_while_the_pool_runs_the_rest():
+    """Stored answers and CPU-only work run in the task's thread; the rest goes to the pool first, so
+    it overlaps them. Results keep the items' order."""
+    import threading
+
+    from codegen_eval.models.calls import run_cached_first
+
+    caller, pool_started = threading.get_ident(), threading.Event()
+
+    def work(item: int) -> tuple[int, int]:
+        if item % 2:
+            pool_started.set()
+        else:  # an item run here: the pool's items were handed over before it, so one has started
+            assert pool_started.wait(5), "the pool's items did not start before the work done here"
+        return item, threading.get_ident()
+
+    results = run_cached_first(work, list(range(10)), [item % 2 == 0 for item in range(10)], 4, pool_name="test-here")
+    assert [item for item, _ in results] == list(range(10))
+    assert [thread == caller for _, thread in results] == [item % 2 == 0 for item in range(10)]
+
+
+def test_an_error_in_the_work_done_here_stops_what_the_pool_has_not_started():
+    """A failing batch spends no more calls than those already in flight."""
+    import threading
+
+    from codegen_eval.models import calls
+
+    release, ran = threading.Event(), []
+
+    def work(item: str) -> str:
+        if item == "boom":
+            raise RuntimeError("boom")
+        release.wait(5)
+        ran.append(item)
+        return item
+
+    with pytest.raises(RuntimeError, match="boom"):
+        calls.run_cached_first(work, ["a", "b", "c", "boom"], [False, False, False, True], 1, pool_name="test-cancel")
+    release.set()
+    calls._pool("test-cancel", 1).submit(lambda: None).result(5)  # the pool's one thread is done with "a"
+    assert ran == ["a"]  # in flight when the error came; "b" and "c" never started

@@ -21,7 +21,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from codegen_eval.dataset import Case, DatasetError, PythonTests, numbered_cases, numbered_outputs, read_cases
-from codegen_eval.grading.checks import CheckStatus, run_checks
+from codegen_eval.grading.checks import CheckStatus, needs_sandbox, run_checks
 from codegen_eval.grading.fingerprint import checker_fingerprint
 from codegen_eval.grading.sandbox import Sandbox
 from codegen_eval.models.cache import CacheError, CallCache, canonical_json
@@ -162,7 +162,7 @@ def _prove(
             advance()
         return lineno, case, reference, tried
 
-    for lineno, case, reference, tried in _bounded_map(one, numbered, sandbox.slots):
+    for lineno, case, reference, tried in _bounded_map(one, numbered, sandbox.slots, inline=lambda item: not needs_sandbox(item[1])):
         tally = proof.tallies.setdefault(case.format, Tally())
         tally.cases += 1
         proof.count(reference)
@@ -205,7 +205,7 @@ def _prove_broken(
             advance()
         return lineno, case, code, result
 
-    for lineno, case, code, result in _bounded_map(one, variants, sandbox.slots):
+    for lineno, case, code, result in _bounded_map(one, variants, sandbox.slots, inline=lambda item: not needs_sandbox(item[1])):
         tally = proof.tallies.setdefault(case.format, Tally())
         tally.broken += 1
         proof.count(result)
@@ -217,16 +217,30 @@ def _prove_broken(
             tally.broken_failing += 1
 
 
-def _bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """`fn` over `items` on `workers` threads, in order, with a bounded number in flight (items are read lazily)."""
+def _bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, inline: Callable[[T], bool] = lambda item: False) -> Iterator[R]:
+    """`fn` over `items` on `workers` threads, in order, with a bounded number in flight (items are read lazily).
+
+    Items for which `inline` holds run in this thread instead: work with no sandbox job is CPU work,
+    and handed to the pool it only contends for the GIL (400 references without tests took 0.40 s
+    through 2 threads, 0.18 s in a row)."""
     window: deque[Future[R]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="proof") as pool:
         for item in items:
-            window.append(pool.submit(fn, item))
+            window.append(_done(fn, item) if inline(item) else pool.submit(fn, item))
             if len(window) >= workers * 4:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
+
+
+def _done(fn: Callable[[T], R], item: T) -> Future[R]:
+    """`fn(item)`, run now, as a finished future: its result or its error comes out in turn."""
+    future: Future[R] = Future()
+    try:
+        future.set_result(fn(item))
+    except Exception as exc:  # raised where the pool's would be: at .result(), in order
+        future.set_exception(exc)
+    return future
 
 
 def _split(problem: str) -> tuple[str, int, str]:

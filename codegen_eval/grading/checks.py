@@ -74,6 +74,12 @@ def check_syntax(code: str, fmt: Format) -> CheckResult:
     return CheckResult(name="syntax", status=CheckStatus.OK, message=f"valid {fmt}")
 
 
+def needs_sandbox(case: Case) -> bool:
+    """Whether `run_checks` may run a job in the sandbox for this case's code. When not, its checks are
+    CPU work in this process, best done in the caller's thread: on a pool they only contend for the GIL."""
+    return case.format == "regex" or (case.format == "python" and case.tests is not None)
+
+
 def run_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
     syntax = check_syntax(code, case.format)
     if not syntax.passed:
