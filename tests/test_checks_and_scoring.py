@@ -99,3 +99,49 @@ def test_a_degraded_sandbox_is_said_at_the_top_of_the_report():
     clean = summarize([assemble(case, recorded(case, case.expected), [], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())],
                       run_id="r", dataset="d", model="m", judge_model="j", rubric="x")
     assert 'id="sandbox-degraded"' not in render_report(clean, [])
+
+
+UNDEFINED_NAME_CORNERS = [
+    "def f():\n    return undefined_thing + len(x)\n",
+    "del len\nprint(len)\n",
+    "def f():\n    del print\n",
+    "len = 3\ndef f():\n    return len + open\n",
+    "def f():\n    print(x)\n    x = 1\n",
+    "class C:\n    a = 1\n    b = [a for _ in range(3)]\n    def m(self):\n        return a\n",
+    "def f():\n    global g\n    g = 1\ndef h():\n    return g + missing\n",
+    "__all__ = ['a', 'b']\na = 1\n",
+    "try:\n    import boto3\nexcept ImportError:\n    boto3 = None\nprint(__file__, __name__, __builtins__, WindowsError)\n",
+    "from os import *\nprint(path, nowhere)\n",
+    "def f(x: 'Missing') -> 'int':\n    return [y for y in x if z]\n",
+    "lambda: q\nif True:\n    def g():\n        return g\nelse:\n    pass\nprint(g, __class__)\n",
+    "class K:\n    def m(self):\n        return __class__, super()\n",
+]
+
+
+def test_the_fast_checker_finds_the_same_undefined_names_as_pyflakes():
+    """`undefined_names` starts pyflakes' module scope with shared builtin bindings instead of binding
+    them one by one: over every reference in the dataset, HumanEval's solutions and corner cases, run
+    from 8 threads at once, it finds exactly the undefined names pyflakes' own Checker finds."""
+    import gzip
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from pyflakes import checker, messages
+
+    from codegen_eval.grading.checks import _checker, parse_python
+    from tests.conftest import DATASET
+
+    humaneval = Path(__file__).resolve().parent / "data" / "HumanEval.jsonl.gz"
+    corpus = [case.expected for case in load_dataset(DATASET) if case.format == "python"]
+    corpus += [row["prompt"] + row["canonical_solution"] for row in map(json.loads, gzip.open(humaneval, "rt"))]
+    corpus += UNDEFINED_NAME_CORNERS
+
+    def undefined(checker_class: type, code: str) -> list[str]:
+        found = checker_class(parse_python(code), "<candidate>").messages
+        return sorted({m.message_args[0] for m in found if isinstance(m, messages.UndefinedName)})
+
+    expected = [undefined(checker.Checker, code) for code in corpus]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda code: undefined(_checker(), code), corpus * 3)) == expected * 3
+    assert sum(1 for names in expected if names) >= 8  # the corpus does hold undefined names

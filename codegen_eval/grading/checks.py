@@ -118,19 +118,40 @@ def undefined_names(code: str) -> CheckResult:
 
 @functools.cache
 def _checker() -> type:
-    """pyflakes' Checker, less most of its cost: it binds its ~160 builtins one by one through
-    `addBinding`, which weighs each against the enclosing scopes (~1 ms per check, more than the rest
-    of a short answer's analysis). Into the empty module scope they start in, a plain insert is the same."""
+    """pyflakes' Checker, less most of its cost: its `__init__` makes a `Builtin` binding for each of
+    ~160 builtins and adds them one by one (~half of checking a short answer). Here the module scope
+    starts with one prebuilt set of those bindings instead, shared by every check. pyflakes marks a
+    binding `used` when it is read, which decides its unused-name and undefined-local messages, never
+    an undefined name (whether a name is bound), the only message read here; `tests/test_checks_and_scoring.py`
+    compares both checkers' undefined names."""
+    import contextlib
+
     from pyflakes import checker
 
     class Checker(checker.Checker):
-        def addBinding(self, node, value):
-            if node is None and type(value) is checker.Builtin and value.name not in self.scope:
-                self.scope[value.name] = value
-                return
-            super().addBinding(node, value)
+        @property
+        def builtIns(self) -> tuple:  # read only by __init__, to bind them one by one: nothing left to do
+            return ()
+
+        @builtIns.setter
+        def builtIns(self, names: frozenset) -> None:
+            self._builtin_names = frozenset(names)
+
+        @contextlib.contextmanager
+        def in_scope(self, cls):
+            with super().in_scope(cls):
+                if len(self.scopeStack) == 1:  # the module scope, which __init__ enters first
+                    self.scope.update(_builtin_bindings(self._builtin_names))
+                yield
 
     return Checker
+
+
+@functools.cache
+def _builtin_bindings(names: frozenset[str]) -> dict[str, Any]:
+    from pyflakes import checker
+
+    return {name: checker.Builtin(name) for name in names}
 
 
 def signature(code: str, expected: str, entry_point: str) -> CheckResult:
