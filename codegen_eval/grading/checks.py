@@ -120,15 +120,21 @@ def undefined_names(code: str) -> CheckResult:
 def _checker() -> type:
     """pyflakes' Checker, less most of its cost: its `__init__` makes a `Builtin` binding for each of
     ~160 builtins and adds them one by one (~half of checking a short answer). Here the module scope
-    starts with one prebuilt set of those bindings instead, shared by every check. pyflakes marks a
-    binding `used` when it is read, which decides its unused-name and undefined-local messages, never
-    an undefined name (whether a name is bound), the only message read here; `tests/test_checks_and_scoring.py`
-    compares both checkers' undefined names."""
+    starts with one prebuilt set of those bindings instead, shared by every check. What pyflakes writes
+    on a binding, its `used` mark, is kept per check (`_SharedBuiltin`), so one check's code never
+    changes another's messages; `tests/test_execution_checks.py` compares every message with pyflakes' own."""
     import contextlib
 
     from pyflakes import checker
 
     class Checker(checker.Checker):
+        def __init__(self, *args: Any, **kwargs: Any):
+            _builtin_marks.marks = {}  # a check runs whole in __init__, in one thread
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                _builtin_marks.marks = {}
+
         @property
         def builtIns(self) -> tuple:  # read only by __init__, to bind them one by one: nothing left to do
             return ()
@@ -147,11 +153,26 @@ def _checker() -> type:
     return Checker
 
 
+_builtin_marks = threading.local()  # the running check's `used` marks on the shared builtin bindings, by name
+
+
 @functools.cache
 def _builtin_bindings(names: frozenset[str]) -> dict[str, Any]:
     from pyflakes import checker
 
-    return {name: checker.Builtin(name) for name in names}
+    class _SharedBuiltin(checker.Builtin):
+        def __init__(self, name: str):
+            self.name, self.source = name, None
+
+        @property
+        def used(self) -> Any:
+            return _builtin_marks.marks.get(self.name, False)
+
+        @used.setter
+        def used(self, value: Any) -> None:
+            _builtin_marks.marks[self.name] = value
+
+    return {name: _SharedBuiltin(name) for name in names}
 
 
 def signature(code: str, expected: str, entry_point: str) -> CheckResult:
