@@ -162,7 +162,7 @@ def _builtin_bindings(names: frozenset[str]) -> dict[str, Any]:
 
     class _SharedBuiltin(checker.Builtin):
         def __init__(self, name: str):
-            self.name, self.source = name, None
+            self.name, self.source = name, None  # no `used` of its own: the property below keeps it per check
 
         @property
         def used(self) -> Any:
