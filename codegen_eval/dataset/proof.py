@@ -162,7 +162,7 @@ def _prove(
             advance()
         return lineno, case, reference, tried
 
-    for lineno, case, reference, tried in _bounded_map(one, numbered, sandbox.slots, inline=lambda item: not needs_sandbox(item[1])):
+    for lineno, case, reference, tried in _bounded_map(one, numbered, sandbox.slots, inline=_no_sandbox_job):
         tally = proof.tallies.setdefault(case.format, Tally())
         tally.cases += 1
         proof.count(reference)
@@ -205,7 +205,7 @@ def _prove_broken(
             advance()
         return lineno, case, code, result
 
-    for lineno, case, code, result in _bounded_map(one, variants, sandbox.slots, inline=lambda item: not needs_sandbox(item[1])):
+    for lineno, case, code, result in _bounded_map(one, variants, sandbox.slots, inline=_no_sandbox_job):
         tally = proof.tallies.setdefault(case.format, Tally())
         tally.broken += 1
         proof.count(result)
@@ -231,6 +231,11 @@ def _bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, inline:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
+
+
+def _no_sandbox_job(item: tuple) -> bool:
+    """For items (line number, case, ...): the case's checks run no job in the sandbox."""
+    return not needs_sandbox(item[1])
 
 
 def _done(fn: Callable[[T], R], item: T) -> Future[R]:
