@@ -76,6 +76,24 @@ def test_aws_jobs_get_fake_credentials_only(sandbox):
     assert result.status == "PASS"
 
 
+def test_the_candidate_cannot_reach_motos_control_plane(sandbox):
+    # /moto-api/reset would wipe what the check set up; other /moto-api routes seed state or canned results.
+    code = ("import os, urllib.error, urllib.request\n\ndef f(path):\n"
+            "    try:\n"
+            "        urllib.request.urlopen(urllib.request.Request(os.environ['AWS_ENDPOINT_URL'] + path, method='POST'), timeout=5)\n"
+            "    except urllib.error.HTTPError as exc:\n"
+            "        return exc.code\n"
+            "    return 200\n")
+    check = ("import boto3\n\ndef check(candidate):\n"
+             "    s3 = boto3.client('s3')\n"
+             "    s3.create_bucket(Bucket='kept')\n"
+             "    assert candidate('/moto-api/reset') == 403\n"
+             "    assert candidate('/moto-api/data.json') == 403\n"
+             "    assert [b['Name'] for b in s3.list_buckets()['Buckets']] == ['kept']\n")
+    result = sandbox.run({"kind": "python", "code": code, "entry_point": "f", "check": check, "aws": True})
+    assert result.status == "PASS", result
+
+
 @pytest.mark.parametrize("target", [Path(__file__).resolve().parent / "pwned.txt", Path("/tmp/codegen-eval-pwned.txt"), Path("/dev/shm/pwned")])
 def test_writes_outside_the_temp_dir_are_refused(sandbox, target):
     result = run(sandbox, f"open({str(target)!r}, 'w').write('x')")

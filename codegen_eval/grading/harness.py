@@ -76,13 +76,32 @@ def warm_up_aws() -> None:
     ~100 MB that runs without AWS cases (HumanEval, regex, IAM) never pay."""
     global _moto_app
     import boto3
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.moto_server.werkzeug_app import create_backend_app
 
     os.environ.update(aws_environment(0))
-    _moto_app = DomainDispatcherApplication(create_backend_app)
+    _moto_app = _graded_dispatcher()
     for service in AWS_SERVICES:
         _moto_app.app_instances[service] = create_backend_app(service)  # type: ignore[arg-type]
         boto3.client(service, region_name="us-east-1")  # loads the model into the default session's cache
+
+
+def _graded_dispatcher() -> Any:
+    """moto's server app without its control plane (`/moto-api`: reset, seeded state, canned results
+    for some services, config). Graded code may use every AWS API, but never rewrite what moto will
+    tell the check. Routed as moto routes it, so no spelling of the path or headers gets around it."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    class GradedDispatcher(DomainDispatcherApplication):
+        def get_application(self, environ: dict[str, Any]) -> Any:
+            app = super().get_application(environ)
+            return _refused if app is self.app_instances.get("moto_api") else app
+
+    return GradedDispatcher(create_backend_app)
+
+
+def _refused(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("403 Forbidden", [("Content-Type", "text/plain")])
+    return [b"moto's control plane (/moto-api) is not available to graded code\n"]
 
 
 def aws_environment(port: int) -> dict[str, str]:
