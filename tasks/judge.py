@@ -6,7 +6,9 @@ from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus, combine, judge, judge_request, usable
+from codegen_eval.models.backends import ModelRequest
 from codegen_eval.models.batches import key_of, prefetch
+from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import is_cached, run_cached_first
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
@@ -28,26 +30,35 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
     # Per case, each judge's first request (a case with no code is not judged).
     requests = [{model: judge_request(case, g.code, model, config.rubric, strategy) for model, strategy in strategies.items()}
                 if g.code.strip() else {} for case, g in pairs]
-    # (judge, case id) -> the first request, sent ahead as a Message Batch
-    first_requests = {(model, case.id): request for (case, _), asked in zip(pairs, requests) for model, request in asked.items()} if config.use_batch else {}
-    fetched: set[str] = set()
-    for model in config.judge_models if config.use_batch else ():  # one batch per judge: one backend each
-        fetched |= prefetch([r for (m, _), r in first_requests.items() if m == model], cache, "judge", usable)
+    batched = _sent_ahead(requests, cache, config.judge_models) if config.use_batch else {}
 
-    def by(model: str, case: Case, generation: Generation) -> Judgement:
+    def by(model: str, index: int, case: Case, generation: Generation) -> Judgement:
         judgement = judge(case, generation.code, model, cache, config.rubric, policy)
-        request = first_requests.get((model, case.id))
-        if request is not None and (key := key_of(request)) in fetched:  # paid for in this run's batch
+        if (key := batched.get((index, model))) is not None:  # paid for in this run's batch
             judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
             judgement.usage += cache.get(key).usage
         return judgement
 
-    def one(pair: tuple[Case, Generation]) -> Judgement:
-        case, generation = pair
-        judgement = combine({model: by(model, case, generation) for model in config.judge_models})
+    def one(item: tuple[int, tuple[Case, Generation]]) -> Judgement:
+        index, (case, generation) = item
+        judgement = combine({model: by(model, index, case, generation) for model in config.judge_models})
         progress.advance("judge")
         return judgement
 
     stored = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
-    judgements = run_cached_first(one, pairs, stored, pool_size(config))
+    judgements = run_cached_first(one, list(enumerate(pairs)), stored, pool_size(config))
     return finish(judgements, all(j.calls == 0 for j in judgements))
+
+
+def _sent_ahead(requests: list[dict[str, ModelRequest]], cache: CallCache, models: list[str]) -> dict[tuple[int, str], str]:
+    """--batch: every judge's first requests go ahead as one Message Batch per judge. Returns, for each
+    answer that batch stored, the (pair index, judge) that paid for it: the first to ask, as samples
+    of a case may ask the same request (the same code), which is paid once and cached for the rest."""
+    paid: dict[tuple[int, str], str] = {}
+    for model in models:  # one batch per judge: one backend each
+        fetched = prefetch([asked[model] for asked in requests if model in asked], cache, "judge", usable)
+        for index, asked in enumerate(requests):
+            if model in asked and (key := key_of(asked[model])) in fetched:
+                fetched.discard(key)
+                paid[index, model] = key
+    return paid

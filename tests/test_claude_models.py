@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from codegen_eval.models.cache import CallCache
 from codegen_eval.reporting.report import load_results
 from codegen_eval.models.strategies import Strategy, known_strategy, strategy_for
-from tests.messages_api import PREFILL_400, REGEX_PROMPT, Reply, seed_responder
+from tests.messages_api import PREFILL_400, REGEX_PROMPT, Reply, code_for, request_kind, seed_responder, shape
 
 
 def last_messages(api):
@@ -171,6 +173,33 @@ def test_batch_gives_the_same_verdicts_at_half_price(run, api, fast_polls, tmp_p
     assert summary["generation"]["calls_made"] == 4 and summary["judging"]["calls_made"] == 4
     sonnet = (summary["generation"]["input_tokens"] * 3 + summary["generation"]["output_tokens"] * 15) / 1e6
     assert summary["generation"]["cost_usd"] == pytest.approx(sonnet / 2)
+
+
+def test_batch_with_samples_sends_each_distinct_judge_request_once(run, api, fast_polls):
+    """Samples of a case with different code ask the judge different first requests: all of them go in
+    the judge's batch, none is made synchronously; samples with the same code share one request, paid once."""
+    answered: Counter[str] = Counter()
+    lock = threading.Lock()
+    good = seed_responder()
+
+    def respond(body):
+        if request_kind(body) == "generate":
+            with lock:
+                answered[json.dumps(body, sort_keys=True)] += 1
+                n = answered[json.dumps(body, sort_keys=True)]
+            if n == 2:  # each case's second sample: the same code plus a comment, so its judge request differs
+                code = code_for(body) + "# the second sample\n"
+                return Reply(text=shape(body, code, json.dumps({"code": code})))
+        return good(body)
+
+    api.responder = respond
+    run_dir = run("claude-sonnet-4-6", use_batch=True, samples=3)
+    results = load_results(run_dir)
+    assert api.count() == 0 and len(api.batches) == 2 and len(results) == 4 * 3
+    assert len({r.output for r in results}) == 4 * 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["generation"]["calls_made"] == 4 * 3 and summary["judging"]["calls_made"] == 4 * 2
+    assert sum(r.judge.batch for r in results) == 4 * 2
 
 
 def test_batch_never_resubmits_cache_hits(run, api, fast_polls):
