@@ -13,6 +13,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.check_cache import Checked
 from codegen_eval.grading.judge import DEFAULT_RUBRIC, Judgement
+from codegen_eval.models.backends import identities
 from codegen_eval.orchestration.events import pass_rate_ci95, publish_run_events
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting.agreement import describe
@@ -32,7 +33,10 @@ from codegen_eval.reporting.results import CaseResult, Summary, assemble
 
 @task(name="start-run", task_run_name=task_run_name("start-run"))
 def start_run(config: RunConfig, total: int) -> str:
-    run_dir = str(create_run_dir(config.out, config.model_dump(mode="json")))
+    generating = [] if config.outputs or config.regrade_of else config.models
+    judging = config.judge_models if config.judge else []
+    settings = config.model_dump(mode="json") | {"backends": identities(generating + judging, config.base_url)}
+    run_dir = str(create_run_dir(config.out, settings))
     artifact = create_progress_artifact(0.0, key=f"progress-{_key(config.dataset, config.label)}", description=f"Cases graded in run {Path(run_dir).name}")
     (Path(run_dir) / _PROGRESS).write_text(json.dumps({"artifact_id": str(artifact), "total": total}), encoding="utf-8")
     return run_dir

@@ -106,7 +106,8 @@ def test_cli_run_against_the_real_server_keeps_the_key_out_and_shows_cost_na(pre
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
-    assert json.loads((run_dir / "run.json").read_text())["base_url"] == llama_api
+    settings = json.loads((run_dir / "run.json").read_text())
+    assert settings["base_url"] == llama_api and settings["backends"][MODEL]["endpoint"] == llama_api.rstrip("/")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["generation"]["cost_usd"] is None and summary["generation"]["calls_made"] >= 1
     assert summary["generation"]["input_tokens"] > 0

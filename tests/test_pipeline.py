@@ -30,7 +30,9 @@ def test_seed_cases_end_to_end(run, api):
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert {"id", "format", "difficulty", "output", "checks", "judge", "score", "verdict", "status"} <= rows[0].keys()
     html = (run_dir / "report.html").read_text()
-    assert "list_s3_buckets" in html and "PASS" in html and json.loads((run_dir / "run.json").read_text())["models"] == [CLAUDE]
+    assert "list_s3_buckets" in html and "PASS" in html
+    settings = json.loads((run_dir / "run.json").read_text())
+    assert settings["models"] == [CLAUDE] and settings["backends"] == {CLAUDE: {"backend": "anthropic", "endpoint": api.url}}
 
 
 def test_prefill_and_stop_sequence_are_sent(run, api):

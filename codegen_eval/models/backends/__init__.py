@@ -172,6 +172,18 @@ def _create(model: str, base_url: str | None) -> Backend:
     return AnthropicBackend()
 
 
+def identities(models: list[str], base_url: str | None = None) -> dict[str, dict[str, Any]]:
+    """What answers each model (endpoint, weights, sampling; never a key), for run.json: a run's settings
+    alone do not say which server ANTHROPIC_BASE_URL or OPENAI_BASE_URL pointed it at."""
+    found: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(models):
+        try:
+            found[model] = get_backend(model, base_url).identity()
+        except ConfigError:  # no key: the run stops at its first call to that model, with this error
+            continue
+    return found
+
+
 def reset_backends() -> None:
     """Forget the backends made so far (they read the environment when made)."""
     with _backends_lock:
