@@ -19,10 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._results import heading, machine, publish  # noqa: E402
-
-from codegen_eval.models.backends.local import N_CTX, SAMPLING, LocalBackend  # noqa: E402
 from codegen_eval.dataset import load_dataset  # noqa: E402
 from codegen_eval.generation import generation_request  # noqa: E402
+from codegen_eval.models.backends.local import N_CTX, SAMPLING, LocalBackend  # noqa: E402
 
 
 def main() -> None:

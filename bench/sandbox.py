@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._results import heading, machine, publish  # noqa: E402
-
 from codegen_eval.dataset import load_dataset  # noqa: E402
 from codegen_eval.grading.sandbox import Sandbox  # noqa: E402
 

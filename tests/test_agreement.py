@@ -9,8 +9,16 @@ import pytest
 from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict, combine, judge_cost
 from codegen_eval.models.backends import Usage
 from codegen_eval.reporting.agreement import (
-    Confusion, accuracy, auc, balanced_accuracy, best_threshold, cohen_kappa, confusion, krippendorff_alpha_interval,
-    roc_curve, trapezoid_auc,
+    Confusion,
+    accuracy,
+    auc,
+    balanced_accuracy,
+    best_threshold,
+    cohen_kappa,
+    confusion,
+    krippendorff_alpha_interval,
+    roc_curve,
+    trapezoid_auc,
 )
 
 

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from codegen_eval.grading.checks import CheckStatus, check_syntax
 from codegen_eval.dataset import load_dataset
-from tests.conftest import SEED
 from codegen_eval.generation import extract_code
+from codegen_eval.grading.checks import CheckStatus, check_syntax
 from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict, parse_verdict
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
+from tests.conftest import SEED
 
 
 @pytest.mark.parametrize(

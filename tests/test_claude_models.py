@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from codegen_eval.models.cache import CallCache
-from codegen_eval.reporting.report import load_results
 from codegen_eval.models.strategies import Strategy, known_strategy, strategy_for
+from codegen_eval.reporting.report import load_results
 from tests.messages_api import PREFILL_400, REGEX_PROMPT, Reply, code_for, request_kind, seed_responder, shape
 
 

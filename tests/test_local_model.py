@@ -6,13 +6,13 @@ import hashlib
 
 import pytest
 
+from codegen_eval.dataset import load_dataset
+from codegen_eval.generation import generate, generation_request
+from codegen_eval.grading.checks import check_syntax
+from codegen_eval.grading.judge import JudgeStatus, judge
 from codegen_eval.models.backends import ConfigError, get_backend
 from codegen_eval.models.backends.local import assemble
 from codegen_eval.models.cache import CallCache
-from codegen_eval.grading.checks import check_syntax
-from codegen_eval.dataset import load_dataset
-from codegen_eval.generation import generate, generation_request
-from codegen_eval.grading.judge import JudgeStatus, judge
 from tests.conftest import SEED
 
 
