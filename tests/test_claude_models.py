@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from codegen_eval.dataset import load_dataset
+from codegen_eval.generation import generation_request
 from codegen_eval.models.cache import CallCache
+from codegen_eval.models.calls import cached_call
 from codegen_eval.models.strategies import Strategy, known_strategy, strategy_for
 from codegen_eval.reporting.report import load_results
+from tests.conftest import CLAUDE, SEED
 from tests.messages_api import PREFILL_400, REGEX_PROMPT, Reply, code_for, request_kind, seed_responder, shape
 
 
@@ -125,6 +130,26 @@ def test_a_200_whose_body_is_not_a_message_is_retried_not_a_crash(run, api):
     results = load_results(run("claude-haiku-4-5"))
     assert {r.verdict.value for r in results} == {"PASS"} and api.count() == 8 * 2
     assert sum(r.generation.retries + r.judge.retries for r in results) == 8
+
+
+def test_a_calls_latency_leaves_out_the_clients_set_up(api, cache_dir, monkeypatch):
+    """The SDK is imported and its client made at the first call (~1 s on 2 busy cores), while that
+    call and every other one started with it wait: none of that is a call's latency (the report's
+    median latency per model would otherwise charge it to whichever model is asked first)."""
+    import anthropic
+
+    real = anthropic.Anthropic
+
+    def slow_client(**options):
+        time.sleep(0.5)  # stands for the import and set-up
+        return real(**options)
+
+    monkeypatch.setattr(anthropic, "Anthropic", slow_client)
+    request = generation_request(load_dataset(SEED)[0], CLAUDE, Strategy.PREFILL)
+    started = time.perf_counter()
+    result = cached_call(request, CallCache(cache_dir))
+    assert time.perf_counter() - started >= 0.5 and result.response is not None
+    assert 0 < result.response.latency_s < 0.4
 
 
 def test_prefill_400_text_is_the_apis(api):

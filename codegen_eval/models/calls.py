@@ -64,7 +64,7 @@ def cached_call(
     def attempt() -> ModelResponse:
         started = time.perf_counter()
         response = backend.complete(request, policy.timeout_s)
-        if response.latency_s is not None:  # the backend timed itself (the local model queues on a lock)
+        if response.latency_s is not None:  # the backend timed itself (after a lock's queue, or its client's set-up)
             return response
         return response.model_copy(update={"latency_s": round(time.perf_counter() - started, 3)})
 

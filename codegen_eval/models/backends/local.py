@@ -104,8 +104,8 @@ class LocalBackend:
 
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
         with self._lock:
-            started = time.perf_counter()  # inside the lock: the latency of this call, not of the queue
             llm = self._load()
+            started = time.perf_counter()  # inside the lock and after the load: this call's latency, not the queue's or the weights'
             kwargs: dict[str, Any] = {}
             if request.json_schema is not None:
                 from llama_cpp import LlamaGrammar
