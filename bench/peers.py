@@ -144,6 +144,7 @@ class Run:
     wall: float  # seconds, the whole command
     cpu: float  # user + system seconds of the command's process tree (its waited-for processes)
     standin_cpu: float  # user + system seconds the stand-in API spent meanwhile
+    call_ms: float | None  # median generation call as the tool timed it (the stand-in answers in --latency-ms); None: cached
 
 
 def _children_cpu_s() -> float:
@@ -212,18 +213,20 @@ class Runner:
         calls = self.standin.served() - before
         if calls != expect_calls:
             raise RuntimeError(f"{tool}, {size} cases: the stand-in served {calls} calls, {expect_calls} expected")
-        check(done.stdout)
-        return Run(wall, cpu, standin_cpu)
+        return Run(wall, cpu, standin_cpu, check(done.stdout))
 
     def _codegen_eval(self, size: int, cache: Path, dataset: Path | None = None) -> tuple[list[str], dict[str, str], Any]:
         command = [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(dataset or self.inputs[size]["dataset"]), "--model", MODEL,
                    "--concurrency", str(self.args.concurrency), "--out", str(self.work / "runs")]
         env = {**self.env, "PYTHONPATH": str(ROOT), "CODEGEN_EVAL_CACHE_DIR": str(cache), "ANTHROPIC_BASE_URL": self.standin.url}
 
-        def check(stdout: str) -> None:
-            summary = json.loads((Path(stdout.strip().splitlines()[-1]) / "summary.json").read_text())
+        def check(stdout: str) -> float | None:
+            run_dir = Path(stdout.strip().splitlines()[-1])
+            summary = json.loads((run_dir / "summary.json").read_text())
             if summary["verdicts"].get("PASS") != size:
                 raise RuntimeError(f"codegen-eval, {size} cases: verdicts {summary['verdicts']}")
+            rows = (json.loads(line)["generation"] for line in (run_dir / "results.jsonl").read_text().splitlines())
+            return _median_or_none([row["latency_s"] * 1000 for row in rows if not row["cached"]])
 
         return command, env, check
 
@@ -234,10 +237,11 @@ class Runner:
         env = {**self.env, **PROMPTFOO_ENV, "PROMPTFOO_CONFIG_DIR": str(self.work / "promptfoo-home"), "PROMPTFOO_CACHE_PATH": str(cache),
                "ANTHROPIC_BASE_URL": self.standin.url}
 
-        def check(_: str) -> None:
-            stats = json.loads(output.read_text())["results"]["stats"]
-            if stats["successes"] != size:
-                raise RuntimeError(f"promptfoo, {size} cases: {stats}")
+        def check(_: str) -> float | None:
+            results = json.loads(output.read_text())["results"]
+            if results["stats"]["successes"] != size:
+                raise RuntimeError(f"promptfoo, {size} cases: {results['stats']}")
+            return _median_or_none([r["latencyMs"] for r in results["results"] if not r["response"].get("cached")])
 
         return command, env, check
 
@@ -245,9 +249,11 @@ class Runner:
         command = [sys.executable, str(Path(__file__).resolve()), "--sdk-only", str(self.inputs[size]["dataset"]), "--concurrency", str(self.args.concurrency)]
         env = {**self.env, "PYTHONPATH": str(ROOT), "ANTHROPIC_BASE_URL": self.standin.url}
 
-        def check(stdout: str) -> None:
-            if stdout.split() != ["answered", str(2 * size)]:
+        def check(stdout: str) -> float:
+            words = stdout.split()
+            if words[:2] != ["answered", str(2 * size)]:
                 raise RuntimeError(f"anthropic-sdk, {size} cases: {stdout!r}")
+            return float(words[-1])
 
         return command, env, check
 
@@ -295,14 +301,19 @@ def sdk_only(dataset: Path, concurrency: int) -> None:
     client, params = anthropic.Anthropic(max_retries=0), AnthropicBackend().params
     strategy = known_strategy(MODEL) or Strategy.PREFILL  # what codegen-eval uses for it with an empty cache
 
+    timed: list[float] = []
+
     def one(case: Any) -> int:
+        started = time.perf_counter()
         answer = client.messages.create(**params(generation_request(case, MODEL, strategy)))
+        timed.append((time.perf_counter() - started) * 1000)
         code = extract_code("".join(block.text for block in answer.content if block.type == "text"), strategy)
         client.messages.create(**params(judge_request(case, code, MODEL, None, strategy)))
         return 2
 
     with ThreadPoolExecutor(concurrency) as pool:
-        print("answered", sum(pool.map(one, load_dataset(dataset))))
+        answered = sum(pool.map(one, load_dataset(dataset)))
+    print("answered", answered, "median-generation-ms", f"{median(timed):.1f}")
 
 
 def serve(latency_ms: float) -> None:
@@ -341,19 +352,26 @@ def section(args: argparse.Namespace, runs: dict[tuple[str, int, str], list[Run]
              "so these walls are context, not targets.",
              f"{peer}; one loopback Messages-API stand-in at {args.latency_ms:.0f} ms; generation + LLM judge per case; "
              f"{small} and {large} synthetic cases, alternating, medians of {args.repeats}; codegen-eval with a running Prefect server. "
-             "Marginal = slope between the sizes; CPU = user + system of the tool's process tree; stand-in = the API process's CPU.", "",
+             "Marginal = slope between the sizes; CPU = user + system of the tool's process tree; stand-in = the API process's CPU; "
+             f"generation call = the median generation call as the tool itself timed it, {large} cases uncached (the stand-in answers in "
+             f"{args.latency_ms:.0f} ms: the rest is the client's own wait, e.g. for the GIL).", "",
              f"| tool | uncached wall {small} / {large} s | marginal ms per case | x ideal {ideal_ms:.2f} ms | CPU ms per case (marginal) "
-             f"| stand-in CPU ms per case | cached wall {small} / {large} s | cached marginal ms per case | cached CPU {small} s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"| stand-in CPU ms per case | generation call ms | cached wall {small} / {large} s | cached marginal ms per case | cached CPU {small} s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tool in args.tools:
         slope = slope_ms(tool, "uncached")
         cached = (f"{med(tool, small, 'cached'):.2f} / {med(tool, large, 'cached'):.2f} | {slope_ms(tool, 'cached'):.2f} | "
                   f"{med(tool, small, 'cached', 'cpu'):.2f}") if (tool, small, "cached") in runs else "n/a (no cache) | | "
         lines.append(f"| {tool} | {med(tool, small, 'uncached'):.2f} / {med(tool, large, 'uncached'):.2f} | {slope:.2f} | **{slope / ideal_ms:.2f}** | "
-                     f"{slope_ms(tool, 'uncached', 'cpu'):.2f} | {med(tool, large, 'uncached', 'standin_cpu') * 1000 / large:.2f} | {cached} |")
+                     f"{slope_ms(tool, 'uncached', 'cpu'):.2f} | {med(tool, large, 'uncached', 'standin_cpu') * 1000 / large:.2f} | "
+                     f"{med(tool, large, 'uncached', 'call_ms'):.1f} | {cached} |")
     lines += ["", "All runs (wall s / CPU s, whole command, in run order): " + "; ".join(
         f"{tool} {size} {mode}: {', '.join(f'{r.wall:.2f}/{r.cpu:.2f}' for r in values)}" for (tool, size, mode), values in runs.items()) + "."]
     return lines
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return median(values) if values else None
 
 
 def _node_version() -> str:
