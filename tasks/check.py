@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
@@ -14,14 +15,14 @@ from codegen_eval.reporting import progress
 from tasks import finish, open_cache
 
 
-@task(name="sandbox-self-test", task_run_name="sandbox-self-test")
+@task(name="sandbox-self-test", task_run_name="sandbox-self-test", cache_policy=NO_CACHE)
 def sandbox_self_test(cache_dir: str | None = None) -> None:
     """Known-good and known-bad snippets graded before any model call: a sandbox that cannot read its
     own libraries fails the run here, not every case later (a pass is remembered per installation)."""
     ensure_sandbox_works(shared_sandbox(), open_cache(cache_dir))
 
 
-@task(name="check", task_run_name=task_run_name("check"))
+@task(name="check", task_run_name=task_run_name("check"), cache_policy=NO_CACHE)
 def check_batch(
     cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "", cache_dir: str | None = None
 ) -> list[Checked]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
@@ -15,7 +16,7 @@ from tasks import open_cache
 Item = tuple[Case, Generation | None]  # a case, and its output when it is not to be generated
 
 
-@task(name="load-dataset", task_run_name="load-dataset")
+@task(name="load-dataset", task_run_name="load-dataset", cache_policy=NO_CACHE)
 def validate_dataset(path: str, cache_dir: str | None = None) -> list[str]:
     """Validate every case and prove every reference against its own tests (cached in the run's
     cache) before any model call; only the ids are kept (the cases stream later)."""
@@ -24,19 +25,19 @@ def validate_dataset(path: str, cache_dir: str | None = None) -> list[str]:
     return ids
 
 
-@task(name="load-outputs", task_run_name="load-outputs")
+@task(name="load-outputs", task_run_name="load-outputs", cache_policy=NO_CACHE)
 def load_recorded(path: str, cases: list[Case], model: str | None = None) -> list[tuple[Case, Generation]]:
     return [(case, recorded(case, r.output, r.cid, model)) for case, r in load_outputs(path, cases)]
 
 
-@task(name="select-errored", task_run_name="select-errored")
+@task(name="select-errored", task_run_name="select-errored", cache_policy=NO_CACHE)
 def select_errored(run_dir: str, cases: list[Case]) -> list[Case]:
     """The cases that ended ERROR in an earlier run (--retry-errors)."""
     errored = errored_ids(run_dir)
     return [case for case in cases if case.id in errored]
 
 
-@task(name="load-previous-run", task_run_name="load-previous-run")
+@task(name="load-previous-run", task_run_name="load-previous-run", cache_policy=NO_CACHE)
 def load_previous(run_dir: str, cases: list[Case]) -> list[tuple[Case, Generation]]:
     return previous_generations(run_dir, cases)
 

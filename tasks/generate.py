@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
@@ -13,7 +14,7 @@ from codegen_eval.reporting import progress
 from tasks import call_policy, finish, open_cache, pool_size
 
 
-@task(name="generate", task_run_name=task_run_name("generate"))
+@task(name="generate", task_run_name=task_run_name("generate"), cache_policy=NO_CACHE)
 def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0, model: str = ""):
     """`config.samples` answers from `model` per case, case by case: [case 0 sample 0, case 0 sample 1, ...]."""
     model = model or config.models[0]

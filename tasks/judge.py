@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
@@ -16,7 +17,7 @@ from codegen_eval.reporting import progress
 from tasks import call_policy, finish, open_cache, pool_size
 
 
-@task(name="judge", task_run_name=task_run_name("judge"))
+@task(name="judge", task_run_name=task_run_name("judge"), cache_policy=NO_CACHE)
 def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
     """Every judge grades every case of the batch (each judge's calls cached on their own); a case's
     judgement is their combination (`combine`: the median score)."""

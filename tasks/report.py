@@ -7,6 +7,7 @@ from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
@@ -31,7 +32,7 @@ from codegen_eval.reporting.report import (
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
 
 
-@task(name="start-run", task_run_name=task_run_name("start-run"))
+@task(name="start-run", task_run_name=task_run_name("start-run"), cache_policy=NO_CACHE)
 def start_run(config: RunConfig, total: int) -> str:
     generating = [] if config.outputs or config.regrade_of else config.models
     judging = config.judge_models if config.judge else []
@@ -62,7 +63,7 @@ def advance_progress(run_dir: str, cases: int) -> None:
     update_progress_artifact(UUID(progress["artifact_id"]), round(100 * min(done, progress["total"]) / max(progress["total"], 1), 1))
 
 
-@task(name="record", task_run_name=task_run_name("record"))
+@task(name="record", task_run_name=task_run_name("record"), cache_policy=NO_CACHE)
 def record_batch(
     cases: list[Case], generations: list[Generation], checks: list[Checked], judgements: list[Judgement],
     config: RunConfig, run_dir: str, batch_index: int = 0, model: str = "",
@@ -78,7 +79,7 @@ def record_batch(
     return len(results)
 
 
-@task(name="report", task_run_name=task_run_name("report"))
+@task(name="report", task_run_name=task_run_name("report"), cache_policy=NO_CACHE)
 def report(run_dir: str, config: RunConfig, order: list[ResultKey], wall_seconds: float | None = None) -> str:
     """Summary, CSV, JUnit and HTML from results.jsonl, streamed: memory does not grow with the run."""
     path = Path(run_dir)

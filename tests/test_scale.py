@@ -226,3 +226,20 @@ def test_an_error_in_the_work_done_here_stops_what_the_pool_has_not_started():
     release.set()
     calls._pool("test-cancel", 1).submit(lambda: None).result(5)  # the pool's one thread is done with "a"
     assert ran == ["a"]  # in flight when the error came; "b" and "c" never started
+
+
+def test_no_task_hashes_its_inputs_for_prefects_own_cache():
+    """Prefect's default cache policy hashes each task run's inputs (a batch's cases, outputs and verdicts)
+    into a key that never hits, as it includes the flow run's id; the call and check caches are ours."""
+    from prefect import Task
+    from prefect.cache_policies import NO_CACHE
+
+    import tasks.check
+    import tasks.dataset
+    import tasks.generate
+    import tasks.judge
+    import tasks.report
+
+    found = {obj.name: obj.cache_policy for module in (tasks.check, tasks.dataset, tasks.generate, tasks.judge, tasks.report)
+             for obj in vars(module).values() if isinstance(obj, Task)}
+    assert len(found) == 11 and all(policy is NO_CACHE for policy in found.values()), found
