@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from codegen_eval.dataset.spying import ADVICE, spying
+
 Format = Literal["python", "json", "regex"]
 Difficulty = Literal["easy", "medium", "hard"]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -22,7 +24,9 @@ class PythonTests(BaseModel):
     model_config = _STRICT
     entry_point: NonEmpty
     check: NonEmpty
-    aws: bool = True  # run inside moto's mock_aws() with fake credentials
+    aws: bool = True  # run against the job's own AWS endpoint (moto) with fake credentials
+    # The AWS services the endpoint serves; by default those the reference and the check create clients for.
+    services: list[NonEmpty] | None = None
 
 
 PrincipalType = Literal["AWS", "Service", "Federated", "CanonicalUser"]
@@ -132,6 +136,8 @@ def reference_problems(case: Case) -> list[tuple[str, str]]:
         problems.append(("tests.check", check))
     elif "check" not in _module_names(check):
         problems.append(("tests.check", "defines no function check(candidate) at module level"))
+    else:
+        problems += [("tests.check", f"check line {line} {what}: {ADVICE}") for line, what in spying(check)]
     if isinstance(parsed, ast.Module) and tests.entry_point not in _module_names(parsed):
         problems.append(("tests.entry_point", f"the reference (expected) defines no {tests.entry_point}() at module level"))
     return problems

@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
 from codegen_eval.grading import iam
+from codegen_eval.grading.aws_endpoint import services_used
+from codegen_eval.grading.harness import helper_source
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
@@ -100,7 +102,11 @@ def python_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
         return results
     tests = PythonTests.model_validate(case.tests)
     results.append(signature(code, case.expected, tests.entry_point))
-    job = {"kind": "python", "code": code, "entry_point": tests.entry_point, "check": tests.check, "aws": tests.aws}
+    job = {
+        "kind": "python", "code": code, "entry_point": tests.entry_point, "check": tests.check, "aws": tests.aws,
+        "helpers": helper_source(case.expected, tests.entry_point, tests.check),
+        "services": tests.services or services_used(case.expected, tests.check),
+    }
     outcome = sandbox.run(job)
     results.append(_from_sandbox("tests", outcome, fraction=1.0 if outcome.status == "PASS" else 0.0 if outcome.status == "TEST_FAIL" else None))
     return results

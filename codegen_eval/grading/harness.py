@@ -68,61 +68,42 @@ def needs_aws(job: dict[str, Any]) -> bool:
 AWS_SERVICES = (
     "s3 dynamodb sqs sns iam sts secretsmanager ssm kms lambda ec2 logs kinesis stepfunctions events cloudwatch"
 ).split()
-_moto_app: Any = None
+warm_apps: dict[str, Any] = {}
 
 
 def warm_up_aws() -> None:
-    """boto3, moto and its server app, warmed once in the zygote when its first AWS job comes: ~1 s and
-    ~100 MB that runs without AWS cases (HumanEval, regex, IAM) never pay."""
-    global _moto_app
+    """boto3, moto's per-service server apps and botocore's models, warmed once in the zygote when its first
+    AWS job comes: ~1 s and ~100 MB that runs without AWS cases (HumanEval, regex, IAM) never pay."""
     import boto3
-    from moto.moto_server.werkzeug_app import create_backend_app
+
+    from codegen_eval.grading import aws_endpoint, aws_wire
 
     os.environ.update(aws_environment(0))
-    _moto_app = _graded_dispatcher()
     for service in AWS_SERVICES:
-        _moto_app.app_instances[service] = create_backend_app(service)  # type: ignore[arg-type]
+        warm_apps[service] = aws_endpoint.backend_app(service)
         boto3.client(service, region_name="us-east-1")  # loads the model into the default session's cache
-
-
-def _graded_dispatcher() -> Any:
-    """moto's server app without its control plane (`/moto-api`: reset, seeded state, canned results
-    for some services, config). Graded code may use every AWS API, but never rewrite what moto will
-    tell the check. Routed as moto routes it, so no spelling of the path or headers gets around it."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-    class GradedDispatcher(DomainDispatcherApplication):
-        def get_application(self, environ: dict[str, Any]) -> Any:
-            app = super().get_application(environ)
-            return _refused if app is self.app_instances.get("moto_api") else app
-
-    return GradedDispatcher(create_backend_app)
-
-
-def _refused(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    start_response("403 Forbidden", [("Content-Type", "text/plain")])
-    return [b"moto's control plane (/moto-api) is not available to graded code\n"]
+        aws_wire.service_model(service)
 
 
 def aws_environment(port: int) -> dict[str, str]:
-    """What both sides of an AWS job see: fake credentials, and moto's server as every service's endpoint."""
+    """What both sides of an AWS job see: fake credentials, and the job's AWS endpoint for every service."""
     return {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
 
 
-def bind_aws_server() -> Any:
-    """moto's server, bound before the candidate exists (so the candidate cannot take its port), not yet serving."""
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-    from werkzeug.serving import make_server
+def bind_aws_endpoint() -> socket.socket:
+    """The endpoint's listening socket, bound before the candidate exists (so the candidate cannot take its port)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    return listener
 
-    return make_server("127.0.0.1", 0, _moto_app, threaded=True, request_handler=MotoRequestHandler)
 
+def serve_aws_endpoint(listener: socket.socket, control: socket.socket, job: dict[str, Any], candidate_uid: int, check_uid: int) -> None:
+    """In the endpoint's own process: never returns."""
+    from codegen_eval.grading import aws_endpoint
 
-def serve_aws(server: Any) -> None:
-    import logging
-    import threading
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request would bury the candidate's output
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    services = job.get("services") or AWS_SERVICES
+    aws_endpoint.serve(listener, control, list(services), warm_apps, candidate_uid, check_uid)
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -317,8 +298,9 @@ def _exit_of(pid: int) -> str:
     return "it closed its end of the channel"
 
 
-def run_check(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
-    """In the trusted process: the case's `check(candidate)` against the candidate's process."""
+def run_check(job: dict[str, Any], channel: Channel, aws: Any = None) -> dict[str, Any]:
+    """In the trusted process: the case's `check(candidate)`, or `check(candidate, aws)` for a check that
+    reads the candidate's AWS requests, against the candidate's process."""
     sources = {"<check>": job["check"]}
     try:
         defined = channel.load()
@@ -329,13 +311,18 @@ def run_check(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
     if job["entry_point"] not in defined:
         return _fail(f"no function named {job['entry_point']!r} is defined")
     namespace: dict[str, Any] = {"__name__": "check"}
+    # Only the entry point crosses from the candidate. HumanEval's tests may call helpers of the task's own
+    # module (poly, encode_cyclic): the check gets the reference's definitions, trusted code, never the candidate's.
+    if job.get("helpers"):
+        exec(compile(job["helpers"], "<helpers>", "exec"), namespace)  # noqa: S102 (the dataset's own code)
     exec(compile(job["check"], "<check>", "exec"), namespace)  # noqa: S102 (our own test code)
-    # HumanEval's tests may call the candidate module's helpers (e.g. poly, encode_cyclic): give the
-    # check a proxy for each function it uses but does not define itself.
-    for name in set(defined) & _free_names(job["check"]) - set(namespace):
-        namespace[name] = Candidate(channel, name)
+    arguments: list[Any] = [Candidate(channel, job["entry_point"])]
+    if _wants_aws(namespace["check"]):
+        if aws is None:
+            return {"status": "SANDBOX_ERROR", "message": "check(candidate, aws) needs an AWS case (tests.aws true)"}
+        arguments.append(aws)
     try:
-        namespace["check"](Candidate(channel, job["entry_point"]))
+        namespace["check"](*arguments)
     except AssertionError as exc:
         result = _fail(f"assertion failed: {_describe(exc, sources)}")
     except CandidateFailure as exc:
@@ -346,7 +333,36 @@ def run_check(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
         result = {"status": "PASS", "message": "check(candidate) passed"}
     if channel.failure and result["status"] == "PASS":  # the check swallowed the failure: never a PASS
         result = _fail(channel.failure)
+    if aws is not None and aws.failure and result["status"] == "PASS":
+        result = _fail(aws.failure)
     return result
+
+
+def _wants_aws(check: Any) -> bool:
+    import inspect
+
+    return len(inspect.signature(check).parameters) >= 2
+
+
+def helper_source(reference: str, entry_point: str, check: str) -> str:
+    """The reference's imports and the top-level functions the check calls besides the entry point (trusted
+    code, run in the check's namespace), so a check never calls a helper the candidate defined."""
+    import ast
+    import builtins
+
+    try:
+        tree = ast.parse(reference)
+    except SyntaxError:
+        return ""
+    used = _free_names(check) - set(dir(builtins))
+    keep = [
+        node for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        or (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in used and node.name != entry_point)
+    ]
+    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for node in keep):
+        return ""
+    return "\n".join(ast.get_source_segment(reference, node) or "" for node in keep)
 
 
 def _free_names(code: str) -> set[str]:

@@ -66,7 +66,7 @@ class _Zygote:
         # The zygote imports this very copy of the package, wherever it is installed or checked out.
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": PACKAGE_ROOT}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "codegen_eval.grading.zygote", str(who.candidate), str(who.check), str(who.group)],
+            [sys.executable, "-m", "codegen_eval.grading.zygote", str(who.candidate), str(who.check), str(who.group), str(who.endpoint)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
         )
 
@@ -100,7 +100,7 @@ class Sandbox:
         for lane in self._idle.values():
             for _ in range(self.slots):
                 lane.put(None)  # started on first use
-        self._identities = itertools.cycle([Identity(candidate=uid, check=uid + 1, group=uid) for uid in range(base, base + 64, 2)])
+        self._identities = itertools.cycle([Identity(candidate=uid, check=uid + 1, group=uid, endpoint=uid + 2) for uid in range(base, base + 63, 3)])
         self._lock = threading.Lock()
         self._all: list[_Zygote] = []
         self._warned = False

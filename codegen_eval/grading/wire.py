@@ -117,3 +117,19 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def send_value(sock: socket.socket, value: dict[str, Any]) -> None:
+    """One frame holding any plain value (bytes and sets included), tagged as `encode` tags it."""
+    send(sock, {"v": encode(value)})
+
+
+def receive_value(sock: socket.socket) -> dict[str, Any] | None:
+    """The next frame's plain value (a dict), None when the other side closed; WireError when malformed."""
+    message = receive(sock)
+    if message is None:
+        return None
+    value = decode(message.get("v"))
+    if type(value) is not dict:
+        raise WireError("a frame that is not an object")
+    return value

@@ -1,6 +1,6 @@
 """The sandbox's zygote: a warm process per slot that forks one OS-isolated job per request.
 
-Runs as `python -m codegen_eval.grading.zygote CANDIDATE_UID CHECK_UID GROUP`, reading one JSON request
+Runs as `python -m codegen_eval.grading.zygote CANDIDATE_UID CHECK_UID GROUP ENDPOINT_UID`, reading one JSON request
 per stdin line and writing one JSON result per stdout line, each carrying the request's id (see
 sandbox.py for why each measure is there). Kept free of pydantic and of the rest of the package, so a
 zygote and each of its children stay small.
@@ -56,6 +56,7 @@ class Identity:
     candidate: int
     check: int
     group: int
+    endpoint: int  # the AWS endpoint's process (moto), apart from both
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -221,11 +222,25 @@ def _job(job: dict[str, Any], who: Identity, limits: Limits, result_fd: int, wor
 def _python_job(
     job: dict[str, Any], who: Identity, limits: Limits, workdir: str, fds: list[int], aws: bool, missing: list[str]
 ) -> dict[str, Any]:
-    """The candidate in a child of its own; the check here, as another uid, talking to it over a socket."""
+    """The candidate in a child of its own; the check here, as another uid, talking to it over a socket; for
+    AWS cases, the AWS endpoint (moto) in a third process, as a third uid, holding no result channel."""
     from codegen_eval.grading import harness
 
-    server = harness.bind_aws_server() if aws else None  # before the candidate exists: it cannot take the port
-    environment = harness.aws_environment(server.server_port) if server else {}
+    environment, control = {}, None
+    if aws:
+        listener = harness.bind_aws_endpoint()  # before the candidate exists: it cannot take the port
+        environment = harness.aws_environment(listener.getsockname()[1])
+        control, theirs = socket.socketpair()
+        if os.fork() == 0:
+            try:
+                _keep_only([fds[0], fds[1], fds[2], listener.fileno(), theirs.fileno()])
+                _become(who.endpoint, who.group, replace(limits, memory_mb=limits.memory_mb * 4, processes=512), workdir)
+                _fresh_environment(workdir, environment)
+                harness.serve_aws_endpoint(socket.socket(fileno=3), socket.socket(fileno=4), job, who.candidate, who.check)
+            finally:
+                os._exit(0)
+        listener.close()
+        theirs.close()
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -240,12 +255,11 @@ def _python_job(
     os.dup2(fds[0], 0)
     os.dup2(fds[1], 1)
     os.dup2(fds[1], 2)
-    # The check is trusted code, but it runs moto's server for the candidate: more memory and threads.
-    missing += _become(who.check, who.group, replace(limits, memory_mb=limits.memory_mb * 4, processes=512), workdir)
+    missing += _become(who.check, who.group, replace(limits, memory_mb=limits.memory_mb * 2, processes=128), workdir)
     _fresh_environment(workdir, environment)
-    if server:
-        harness.serve_aws(server)
-    return harness.run_check(job, harness.Channel(ours, pid))
+    from codegen_eval.grading.aws_view import Aws
+
+    return harness.run_check(job, harness.Channel(ours, pid), Aws(control) if control else None)
 
 
 def _tail(path: str, size: int = 2000) -> str:
@@ -282,7 +296,7 @@ def _run_one(job: dict[str, Any], who: Identity, limits: Limits) -> dict[str, An
     if timed_out:
         _kill_group(pid)
     _, wait_status = os.waitpid(pid, 0)
-    for uid in (who.candidate, who.check):
+    for uid in (who.candidate, who.check, who.endpoint):
         _reap_uid(uid)
     shutil.rmtree(workdir, ignore_errors=True)  # empty unless the job could not mount its tmpfs
     elapsed = (time.perf_counter() - started) * 1000
@@ -373,4 +387,4 @@ def serve(who: Identity) -> None:
 
 
 if __name__ == "__main__":
-    serve(Identity(*(int(arg) for arg in sys.argv[1:4])))
+    serve(Identity(*(int(arg) for arg in sys.argv[1:5])))

@@ -1,0 +1,377 @@
+"""AWS requests as AWS names them: decoded from the wire with botocore's service models, and back.
+
+The AWS endpoint (aws_endpoint.py) records each request the candidate sends as
+`{"service": "s3", "operation": "ListObjectsV2", "params": {"Bucket": ..., "MaxKeys": 4}}`, with
+parameters under botocore's member names whatever protocol the service speaks (JSON, query, EC2,
+REST-JSON, REST-XML), and uploads (blob members) by size and SHA-256, never by content. A check's
+handler may hand altered parameters back (`forward`): they are serialized again with botocore's own
+serializer. Only botocore's public model, serializer and parser APIs are used.
+
+Runs in the endpoint process only: kept free of pydantic and the rest of the package.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+_CREDENTIAL = re.compile(r"Credential=[^/,\s]*/[^/,\s]*/[^/,\s]*/([^/,\s]+)/aws4_request")
+MAX_TEXT = 4096  # a longer string parameter is kept as its size and hash, like a blob
+
+
+@dataclass
+class Request:
+    """One HTTP request as it reached the endpoint."""
+
+    method: str
+    path: str  # URL-decoded, as WSGI gives it
+    query: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+@lru_cache(maxsize=1)
+def _session() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+@lru_cache(maxsize=None)
+def service_model(name: str) -> Any:
+    return _session().get_service_model(name)
+
+
+def service_of(request: Request, allowed: list[str]) -> str | None:
+    """The service a request is for, from its SigV4 credential scope (cloudwatch signs as "monitoring",
+    stepfunctions as "states"), else from a JSON target prefix; None when neither says."""
+    found = _CREDENTIAL.search(request.headers.get("authorization", ""))
+    if found:
+        signing = found.group(1)
+        for name in allowed:
+            if service_model(name).signing_name == signing:
+                return name
+        return signing  # a service this case does not use: named by its signing name, not served
+    target = request.headers.get("x-amz-target", "").split(".")[0]
+    for name in allowed:
+        if target and service_model(name).metadata.get("targetPrefix") == target:
+            return name
+    return None
+
+
+def decode(service: str, request: Request) -> tuple[str, dict[str, Any]]:
+    """(operation name, parameters) of a request to `service`; ("", {...}) when no operation matches."""
+    model = service_model(service)
+    protocol = model.protocol
+    if protocol == "json":
+        target = request.headers.get("x-amz-target", "")
+        name = target.rsplit(".", 1)[-1]
+        if name not in model.operation_names:
+            return "", unknown(request)
+        body = json.loads(request.body or b"{}")
+        return name, _plain(body, model.operation_model(name).input_shape)
+    if protocol in ("query", "ec2"):
+        form = parse_qs(request.query, keep_blank_values=True)
+        if request.body:
+            form.update(parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        name = (form.get("Action") or [""])[0]
+        if name not in model.operation_names:
+            return "", unknown(request)
+        shape = model.operation_model(name).input_shape
+        return name, _from_query(shape, "", {k: v[0] for k, v in form.items()}, protocol == "ec2") or {} if shape else {}
+    operation = _rest_operation(model, request)
+    if operation is None:
+        return "", unknown(request)
+    return operation.name, _from_rest(operation, request, protocol)
+
+
+def unknown(request: Request) -> dict[str, Any]:
+    return {"method": request.method, "path": request.path[:MAX_TEXT], "query": request.query[:MAX_TEXT]}
+
+
+# --- JSON and blobs -----------------------------------------------------------------------------------------
+
+
+def _plain(value: Any, shape: Any) -> Any:
+    """Parameters as plain data: blobs (base64 in JSON) and very long strings by size and hash."""
+    if shape is None:
+        return value
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {k: _plain(v, shape.members.get(k)) for k, v in value.items()}
+    if kind == "list" and isinstance(value, list):
+        return [_plain(v, shape.member) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _plain(v, shape.value) for k, v in value.items()}
+    if kind == "blob" and isinstance(value, str):
+        try:
+            return digest(base64.b64decode(value))
+        except ValueError:
+            return digest(value.encode())
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return digest(value.encode())
+    return value
+
+
+def digest(data: bytes) -> dict[str, Any]:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _scalar(text: str, shape: Any) -> Any:
+    kind = shape.type_name
+    try:
+        if kind in ("integer", "long"):
+            return int(text)
+        if kind in ("float", "double"):
+            return float(text)
+    except ValueError:
+        return text
+    if kind == "boolean":
+        return text.lower() == "true"
+    if kind == "blob":
+        try:
+            return digest(base64.b64decode(text))
+        except ValueError:
+            return digest(text.encode())
+    return text if len(text) <= MAX_TEXT else digest(text.encode())
+
+
+# --- query and EC2 protocols ----------------------------------------------------------------------------------
+
+
+def _query_name(name: str, shape: Any, ec2: bool) -> str:
+    if ec2:
+        return shape.serialization.get("queryName") or (shape.serialization.get("name", name)[:1].upper() + shape.serialization.get("name", name)[1:])
+    return shape.serialization.get("name", name)
+
+
+def _from_query(shape: Any, prefix: str, form: dict[str, str], ec2: bool) -> Any:
+    """The inverse of botocore's QuerySerializer/EC2Serializer: flattened form fields to nested members."""
+    kind = shape.type_name
+    if kind == "structure":
+        out = {}
+        for name, member in shape.members.items():
+            key = f"{prefix}.{_query_name(name, member, ec2)}" if prefix else _query_name(name, member, ec2)
+            value = _from_query(member, key, form, ec2)
+            if value is not None:
+                out[name] = value
+        return out if out or not prefix else None
+    if kind == "list":
+        if ec2 or shape.serialization.get("flattened"):
+            base = prefix
+        else:
+            base = f"{prefix}.{shape.member.serialization.get('name', 'member')}"
+        items = []
+        for index in range(1, 10_000):
+            item = _from_query(shape.member, f"{base}.{index}", form, ec2)
+            if item is None:
+                break
+            items.append(item)
+        if not items and prefix in form:  # an empty list is sent as "Prefix="
+            return []
+        return items or None
+    if kind == "map":
+        base = prefix if shape.serialization.get("flattened") else f"{prefix}.entry"
+        key_name, value_name = shape.key.serialization.get("name", "key"), shape.value.serialization.get("name", "value")
+        out = {}
+        for index in range(1, 10_000):
+            key = form.get(f"{base}.{index}.{key_name}")
+            if key is None:
+                break
+            out[key] = _from_query(shape.value, f"{base}.{index}.{value_name}", form, ec2)
+        return out or None
+    return _scalar(form[prefix], shape) if prefix in form else None
+
+
+# --- REST protocols -----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _routes(service: str) -> list[tuple[str, re.Pattern[str], list[str], list[tuple[str, str]], int]]:
+    """(operation, path pattern, labels, required query pairs, literal length) for each REST operation."""
+    model = service_model(service)
+    routes = []
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        path, _, query = http.get("requestUri", "/").partition("?")
+        labels, pattern, literal = [], "", 0
+        for piece in re.split(r"(\{[^}]+\})", path):
+            if piece.startswith("{"):
+                label = piece[1:-1]
+                greedy = label.endswith("+")
+                labels.append(label.rstrip("+"))
+                pattern += "(.+)" if greedy else "([^/]+)"
+            else:
+                pattern += re.escape(piece)
+                literal += len(piece)
+        required = [(k, v[0] if v else "") for k, v in parse_qs(query, keep_blank_values=True).items()]
+        routes.append((name, http.get("method", "GET"), re.compile(pattern.rstrip("/") + "/?"), labels, required, literal))
+    return routes  # type: ignore[return-value]
+
+
+def _rest_operation(model: Any, request: Request) -> Any:
+    query = parse_qs(request.query, keep_blank_values=True)
+    best, best_rank = None, None
+    for name, method, pattern, _labels, required, literal in _routes(model.service_name):  # type: ignore[misc]
+        if method != request.method or not pattern.fullmatch(request.path):
+            continue
+        if any(key not in query or (value and query[key][0] != value) for key, value in required):
+            continue
+        rank = (len(required), literal)
+        if best_rank is None or rank > best_rank:
+            best, best_rank = name, rank
+    return model.operation_model(best) if best else None
+
+
+def _from_rest(operation: Any, request: Request, protocol: str) -> dict[str, Any]:
+    shape = operation.input_shape
+    if shape is None:
+        return {}
+    route = next(r for r in _routes(operation.service_model.service_name) if r[0] == operation.name)
+    labels = dict(zip(route[3], route[2].fullmatch(request.path).groups()))  # type: ignore[union-attr]
+    query = parse_qs(request.query, keep_blank_values=True)
+    params: dict[str, Any] = {}
+    body_members = {}
+    for name, member in shape.members.items():
+        where, wire_name = member.serialization.get("location"), member.serialization.get("name", name)
+        if where == "uri" and wire_name in labels:
+            params[name] = _scalar(labels[wire_name], member)
+        elif where == "querystring":
+            if member.type_name == "list" and wire_name in query:
+                params[name] = [_scalar(v, member.member) for v in query[wire_name]]
+            elif member.type_name == "map":
+                taken = {r[0] for r in route[4]} | {m.serialization.get("name") for m in shape.members.values()}
+                extra = {k: v[0] for k, v in query.items() if k not in taken}
+                if extra:
+                    params[name] = extra
+            elif wire_name in query:
+                params[name] = _scalar(query[wire_name][0], member)
+        elif where == "header" and wire_name.lower() in request.headers:
+            params[name] = _scalar(request.headers[wire_name.lower()], member)
+        elif where == "headers":
+            start = wire_name.lower()
+            found = {k[len(start):]: v for k, v in request.headers.items() if k.startswith(start)}
+            if found:
+                params[name] = found
+        elif where is None:
+            body_members[name] = member
+    payload = shape.serialization.get("payload")
+    if payload:
+        member = shape.members[payload]
+        if member.type_name in ("blob", "string"):
+            size = request.headers.get("x-amz-decoded-content-length")
+            params[payload] = {**digest(request.body), **({"size": int(size)} if size and size.isdigit() else {})}
+        elif request.body:
+            params[payload] = _body(request.body, member, protocol)
+    elif body_members and request.body:
+        parsed = _body(request.body, shape, protocol)
+        params.update({k: v for k, v in parsed.items() if k in body_members})
+    return params
+
+
+def _body(body: bytes, shape: Any, protocol: str) -> Any:
+    if protocol == "rest-json":
+        return _plain(json.loads(body), shape)
+    return _from_xml(ET.fromstring(body), shape)
+
+
+def _tag(element: ET.Element) -> str:
+    return element.tag.rsplit("}", 1)[-1]
+
+
+def _from_xml(element: ET.Element, shape: Any) -> Any:
+    kind = shape.type_name
+    if kind == "structure":
+        out: dict[str, Any] = {}
+        for name, member in shape.members.items():
+            wire_name = member.serialization.get("name", name)
+            children = [child for child in element if _tag(child) == wire_name]
+            if member.type_name == "list" and member.serialization.get("flattened"):
+                if children:
+                    out[name] = [_from_xml(child, member.member) for child in children]
+            elif children:
+                out[name] = _from_xml(children[0], member)
+        return out
+    if kind == "list":
+        return [_from_xml(child, shape.member) for child in element]
+    if kind == "map":
+        out = {}
+        for entry in element:
+            key = next((c.text or "" for c in entry if _tag(c) == shape.key.serialization.get("name", "key")), "")
+            value = next((c for c in entry if _tag(c) == shape.value.serialization.get("name", "value")), None)
+            out[key] = _from_xml(value, shape.value) if value is not None else None
+        return out
+    return _scalar(element.text or "", shape)
+
+
+# --- back to the wire: a handler's altered parameters, answers and errors ------------------------------------------
+
+
+def serialize(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """botocore's own request for `params`: method, url_path, query_string, headers, body."""
+    from botocore.serialize import create_serializer
+
+    model = service_model(service)
+    serialized = create_serializer(model.protocol, include_validation=False).serialize_to_request(params, model.operation_model(operation))
+    body = serialized["body"]
+    if isinstance(body, dict):  # query and EC2 serializers leave the form as a dict
+        body = urlencode(body, doseq=True)
+    serialized["body"] = body.encode() if isinstance(body, str) else (body or b"")
+    query = serialized.get("query_string") or {}
+    serialized["query_string"] = urlencode(query, doseq=True) if isinstance(query, dict) else str(query)
+    return serialized
+
+
+def parse_response(service: str, operation: str, status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """The answer as botocore would hand it to the candidate, as plain data (timestamps as epoch seconds)."""
+    from botocore.parsers import create_parser
+
+    model = service_model(service)
+    shape = model.operation_model(operation).output_shape
+    parsed = create_parser(model.protocol).parse({"status_code": status, "headers": headers, "body": body}, shape)
+    parsed.pop("ResponseMetadata", None)
+    return _to_plain(parsed)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if hasattr(value, "read"):  # a streaming body
+        return value.read()
+    return value
+
+
+def json_answer(service: str, answer: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    version = service_model(service).metadata.get("jsonVersion", "1.0")
+    return 200, {"Content-Type": f"application/x-amz-json-{version}"}, json.dumps(answer).encode()
+
+
+def error_answer(service: str, code: str, message: str, status: int) -> tuple[int, dict[str, str], bytes]:
+    """An AWS error in the service's protocol, as botocore parses it into a ClientError with that code."""
+    protocol = service_model(service).protocol
+    if protocol in ("json", "rest-json"):
+        version = service_model(service).metadata.get("jsonVersion", "1.1")
+        headers = {"Content-Type": f"application/x-amz-json-{version}", "x-amzn-ErrorType": code}
+        return status, headers, json.dumps({"__type": code, "message": message}).encode()
+    inner = f"<Code>{_xml_text(code)}</Code><Message>{_xml_text(message)}</Message>"
+    if protocol == "rest-xml":
+        return status, {"Content-Type": "application/xml"}, f"<Error>{inner}</Error>".encode()
+    if protocol == "ec2":
+        return status, {"Content-Type": "text/xml"}, f"<Response><Errors><Error>{inner}</Error></Errors></Response>".encode()
+    return status, {"Content-Type": "text/xml"}, f"<ErrorResponse><Error><Type>Sender</Type>{inner}</Error></ErrorResponse>".encode()
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
