@@ -1,0 +1,33 @@
+"""Other projects' names this project relies on beyond their documented top level, one test per project.
+
+Each fails with a message naming the module of ours that uses the name and what to do, so an upgrade
+that removes one is caught here rather than as a wrong verdict.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+FENCES = [
+    # (module, name, our module that uses it, why)
+    ("moto.server", "create_backend_app", "codegen_eval/grading/aws_endpoint.py", "moto's per-service server app (what moto_server serves)"),
+    ("botocore.serialize", "create_serializer", "codegen_eval/grading/aws_wire.py", "a handler's altered parameters, serialized as botocore sends them"),
+    ("botocore.parsers", "create_parser", "codegen_eval/grading/aws_wire.py", "a forwarded answer, parsed as botocore parses it"),
+    ("werkzeug.serving", "make_server", "codegen_eval/grading/aws_endpoint.py", "the endpoint's HTTP server on a socket bound before the candidate exists"),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "user", "why"), FENCES, ids=[f"{m}.{n}" for m, n, _, _ in FENCES])
+def test_names_we_rely_on_still_exist(module, name, user, why):
+    found = getattr(importlib.import_module(module), name, None)
+    assert callable(found), f"{module}.{name} is gone ({why}); {user} uses it: adapt it, or pin the version that has it in pyproject.toml"
+
+
+def test_moto_serves_the_services_the_endpoint_warms():
+    from codegen_eval.grading.aws_endpoint import backend_app
+    from codegen_eval.grading.harness import AWS_SERVICES
+
+    for service in AWS_SERVICES:
+        assert callable(backend_app(service)), f"moto has no server app for {service}"
