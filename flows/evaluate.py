@@ -19,7 +19,6 @@ from codegen_eval.dataset import Case, batches
 from codegen_eval.generation import Generation
 from codegen_eval.orchestration.api_key import use_api_key_block
 from codegen_eval.orchestration.naming import flow_run_name, tag_flow_run, task_name
-from codegen_eval.orchestration.quiet_prefect import parameters_by_pydantic
 from tasks.check import check_batch, sandbox_self_test
 from tasks.dataset import Item, plan, validate_dataset
 from tasks.generate import generate_batch
@@ -112,4 +111,4 @@ def task_runner_for(config: RunConfig) -> TaskRunner:
 
 def run_evaluation(config: RunConfig) -> str:
     """Run the flow on the task runner the config asks for; returns the run directory."""
-    return parameters_by_pydantic(evaluate.with_options(task_runner=task_runner_for(config)))(config)
+    return evaluate.with_options(task_runner=task_runner_for(config))(config)

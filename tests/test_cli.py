@@ -50,7 +50,7 @@ def test_run_prints_the_run_directory_last(prefect_api, api, tmp_path):
     assert run_dir.parent == tmp_path / "runs" and (run_dir / "report.html").is_file()
     assert json.loads((run_dir / "summary.json").read_text())["verdicts"]["PASS"] == 4
     assert "judge" in proc.stderr and "4/4" in proc.stderr  # the progress bars
-    # The CLI's flow run stores its parameters through pydantic, not FastAPI: the same JSON as Prefect's own encoder.
+    # The CLI's flow run stores its parameters as Prefect encodes them.
     from prefect import Flow, get_client
 
     from codegen_eval.config import RunConfig
@@ -78,3 +78,26 @@ def test_a_run_started_here_goes_without_prefect_heartbeats_unless_they_are_aske
     monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
     with _without_heartbeats():
         assert get_current_settings().flows.heartbeat_frequency is not None
+
+
+def test_with_no_prefect_server_a_run_starts_prefects_own_quietly_and_keeps_its_history(api, tmp_path):
+    """The main job on a fresh machine: no PREFECT_API_URL. Prefect's own temporary server records the
+    run; the terminal shows no Prefect lines; the flow and its task runs are in $PREFECT_HOME's database."""
+    import sqlite3
+
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), CODEGEN_EVAL_CACHE_DIR=str(tmp_path / "cache"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    proc = subprocess.run(
+        [sys.executable, "-m", "codegen_eval.cli", "run", "--dataset", str(SEED), "--model", CLAUDE, "--out", str(tmp_path / "runs"), "--no-judge"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "| INFO" not in proc.stderr and "temporary server" not in proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert "Finished in state Completed" in (run_dir / "prefect.log").read_text()
+    with sqlite3.connect(home / "prefect.db") as db:
+        flow_runs = db.execute("select state_type from flow_run").fetchall()
+        task_runs = db.execute("select count(*) from task_run where state_type = 'COMPLETED'").fetchone()[0]
+        events = db.execute("select count(*) from events where event like 'codegen-eval.%'").fetchone()[0]
+    assert flow_runs == [("COMPLETED",)] and task_runs >= 4 and events >= 1

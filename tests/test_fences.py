@@ -15,6 +15,10 @@ FENCES = [
     ("moto.server", "create_backend_app", "codegen_eval/grading/aws_endpoint.py", "moto's per-service server app (what moto_server serves)"),
     ("botocore.serialize", "create_serializer", "codegen_eval/grading/aws_wire.py", "a handler's altered parameters, serialized as botocore sends them"),
     ("botocore.parsers", "create_parser", "codegen_eval/grading/aws_wire.py", "a forwarded answer, parsed as botocore parses it"),
+    ("prefect.server.api.server", "SubprocessASGIServer", "codegen_eval/orchestration/quiet_prefect.py", "Prefect's own temporary server, started when none is configured"),
+    ("prefect.events.worker", "EventsWorker", "codegen_eval/orchestration/quiet_prefect.py", "events flushed (drain_all) before that server stops"),
+    ("prefect.logging.handlers", "APILogHandler", "codegen_eval/orchestration/quiet_prefect.py", "logs flushed before that server stops"),
+    ("prefect.logging.handlers", "PrefectConsoleHandler", "codegen_eval/orchestration/quiet_prefect.py", "Prefect's INFO lines kept off the terminal"),
     ("werkzeug.serving", "make_server", "codegen_eval/grading/aws_endpoint.py", "the endpoint's HTTP server on a socket bound before the candidate exists"),
 ]
 
@@ -22,6 +26,8 @@ FENCES = [
 @pytest.mark.parametrize(("module", "name", "user", "why"), FENCES, ids=[f"{m}.{n}" for m, n, _, _ in FENCES])
 def test_names_we_rely_on_still_exist(module, name, user, why):
     found = getattr(importlib.import_module(module), name, None)
+    if name == "EventsWorker":
+        found = getattr(found, "drain_all", None)
     assert callable(found), f"{module}.{name} is gone ({why}); {user} uses it: adapt it, or pin the version that has it in pyproject.toml"
 
 
