@@ -37,14 +37,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 # (command, option, the test below that shows the option taking effect). One row per documented option.
 CONTRACT: list[tuple[str, str, str]] = [
-    ("run", "--dataset", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--model", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--samples", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--judge-model", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--rubric", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--out", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--concurrency", "test_run_models_samples_judges_rubric_concurrency_batches"),
-    ("run", "--batch-size", "test_run_models_samples_judges_rubric_concurrency_batches"),
+    ("run", "--dataset", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--model", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--samples", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--judge-model", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--rubric", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--out", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--concurrency", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--batch-size", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
     ("run", "--temperature", "test_run_openai_model_temperature_base_url_no_judge"),
     ("run", "--base-url", "test_run_openai_model_temperature_base_url_no_judge"),
     ("run", "--no-judge", "test_run_openai_model_temperature_base_url_no_judge"),
@@ -58,16 +58,16 @@ CONTRACT: list[tuple[str, str, str]] = [
     ("run", "--api-key-block", "test_run_faults_then_retry_errors_in_a_batch_then_dask_key_block_alert"),
     ("run", "--alert-drop", "test_run_faults_then_retry_errors_in_a_batch_then_dask_key_block_alert"),
     ("run", "--max-cost", "test_run_and_grade_max_cost"),
-    ("run", "--pass-at", "test_run_pass_at_partial_at_calibration"),
-    ("run", "--partial-at", "test_run_pass_at_partial_at_calibration"),
-    ("run", "--calibration", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--judge-model", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--labels", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--dataset", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--rubric", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--write", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--pass-at", "test_run_pass_at_partial_at_calibration"),
-    ("calibrate", "--concurrency", "test_run_pass_at_partial_at_calibration"),
+    ("run", "--pass-at", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--partial-at", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("run", "--calibration", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--judge-model", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--labels", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--dataset", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--rubric", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--write", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--pass-at", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
+    ("calibrate", "--concurrency", "test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches"),
     ("grade", "--outputs", "test_grade_judges_rubric_thresholds_calibration_batches"),
     ("grade", "--dataset", "test_grade_judges_rubric_thresholds_calibration_batches"),
     ("grade", "--judge-model", "test_grade_judges_rubric_thresholds_calibration_batches"),
@@ -177,6 +177,14 @@ def two_cases(tmp_path: Path) -> Path:
     return path
 
 
+REFERENCES = {json.loads(line)["id"]: json.loads(line)["expected"] for line in SEED.read_text().splitlines()}
+
+
+def output_of(body) -> str:
+    """The candidate in a judge prompt written from RUBRIC."""
+    return re.search(r"<output>\n(.*)\n</output>", prompt_of(body), re.S).group(1)
+
+
 def references(dataset: Path, tmp_path: Path) -> Path:
     """Each case's reference as a recorded output."""
     rows = [json.loads(line) for line in dataset.read_text().splitlines()]
@@ -244,28 +252,46 @@ def env(prefect_api, api, tmp_path, monkeypatch):
 
 # ---- scenarios: each a few CLI invocations, each asserting what its options did -------------------
 
-def test_run_models_samples_judges_rubric_concurrency_batches(env, api, tmp_path):
-    dataset, rubric, out = two_cases(tmp_path), tmp_path / "judge.j2", tmp_path / "runs"
+def test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches(env, api, tmp_path):
+    dataset, rubric, out, saved = two_cases(tmp_path), tmp_path / "judge.j2", tmp_path / "runs", tmp_path / "calibration.json"
     rubric.write_text(RUBRIC)
-    api.responder = in_flight = InFlight(seed_responder())
+    ids = [json.loads(line)["id"] for line in dataset.read_text().splitlines()]
+
+    # calibrate: the judge gives references 9, anything else 3, on 3 labelled items (not the 4 shipped ones).
+    api.responder = in_flight = InFlight(judge_scoring(lambda body: 9 if output_of(body).strip() in {v.strip() for v in REFERENCES.values()} else 3))
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(row) + "\n" for row in [
+        *({"id": i, "output": REFERENCES[i], "label": "correct"} for i in ids), {"id": ids[0], "output": "def nothing():\n    pass\n", "label": "incorrect"}]))
+    calibrated = cli("calibrate", "--judge-model", JUDGES[0], "--labels", labels, "--dataset", dataset, "--rubric", rubric,
+                     "--write", saved, "--pass-at", "5", "--concurrency", "1")
+    assert f"judge {JUDGES[0]} on 3 labelled items ({labels})" in calibrated.output  # --labels
+    assert {r["model"] for r in api.requests} == {JUDGES[0]} and api.count() == 3  # --judge-model
+    assert all("CONTRACT-RUBRIC" in prompt_of(r) and "(contract dataset)" in prompt_of(r) for r in api.requests)  # --rubric, --dataset
+    calibration = json.loads(saved.read_text())  # --write
+    assert (calibration["judge_model"], calibration["threshold"], calibration["at_default"]["threshold"]) == (JUDGES[0], 9, 5)  # --pass-at
+    assert in_flight.most == 1  # --concurrency
+
+    api.responder = in_flight = InFlight(seed_responder())  # every verdict 9: the score is (9 + 10) / 2 = 9.5
+    api.reset()
     result = cli("run", "--dataset", dataset, "--model", GENERATORS[0], "--model", GENERATORS[1], "--samples", "2",
                  "--judge-model", JUDGES[0], "--judge-model", JUDGES[1], "--rubric", rubric, "--out", out,
-                 "--concurrency", "1", "--batch-size", "1")
+                 "--concurrency", "1", "--batch-size", "1", "--pass-at", "9.7", "--partial-at", "9.6", "--calibration", saved)
     run_dir = run_dir_of(result)
     assert run_dir.parent == out  # --out
     rows = load_results(run_dir)
-    ids = [json.loads(line)["id"] for line in dataset.read_text().splitlines()]
     assert sorted({r.id for r in rows}) == sorted(ids)  # --dataset
     assert Counter((r.id, r.model) for r in rows) == {(i, m): 2 for i in ids for m in GENERATORS}  # --samples, --model
     assert {r.sample for r in rows} == {0, 1}
+    # --pass-at 9.7 takes PASS away (9.5), --partial-at 9.6 then PARTIAL: only either would leave PARTIAL or PASS
+    assert {(r.score, r.verdict.value) for r in rows} == {(9.5, "FAIL")}
     generate = [r for r in api.requests if request_kind(r) == "generate"]
     judge = [r for r in api.requests if request_kind(r) == "judge"]
     assert {r["model"] for r in generate} == set(GENERATORS) and {r["model"] for r in judge} == set(JUDGES)  # --judge-model
     assert all("(contract dataset)" in prompt_of(r) for r in generate)
     assert judge and all("CONTRACT-RUBRIC" in prompt_of(r) for r in judge)  # --rubric
-    assert json.loads((run_dir / "run.json").read_text())["judge_models"] == JUDGES
-    assert json.loads((run_dir / "summary.json").read_text())["judge_models"] == JUDGES
-    assert all(set(r.judges) == set(JUDGES) for r in rows)
+    settings, summary = (json.loads((run_dir / name).read_text()) for name in ("run.json", "summary.json"))
+    assert settings["judge_models"] == summary["judge_models"] == JUDGES and all(set(r.judges) == set(JUDGES) for r in rows)
+    assert settings["judge_thresholds"] == {JUDGES[0]: 9} and summary["judge_agreement"]["calibrated"] == [JUDGES[0]]  # --calibration
     assert in_flight.most == 1  # --concurrency
     generate_tasks = sorted(n for n in task_run_names() if n.startswith("generate"))  # --batch-size: a task per case and model
     assert generate_tasks == sorted(f"generate · {m} · batch {b}" for m in GENERATORS for b in (0, 1))
@@ -283,3 +309,183 @@ def test_run_openai_model_temperature_base_url_no_judge(env, api, tmp_path, monk
     assert {r["temperature"] for r in server.requests} == {0.7}  # --temperature
     assert api.count() == 0  # --no-judge: the judge CLAUDE was never called
     assert {r.judge.status.value for r in load_results(run_dir_of(result))} == {"SKIPPED"}
+
+
+class SlowThenFailing:
+    """Seed answers, except that each generation's first attempt hangs `hang_s` (past --timeout, well
+    within the default) and the `fails` case's second attempt is a 500 (the default --max-attempts
+    would try a third time, and pass). `attempts` counts tries per request."""
+
+    def __init__(self, fails: str, hang_s: float = 3.0):
+        self.fails, self.hang_s, self.attempts, self._lock = fails, hang_s, Counter(), threading.Lock()
+
+    def __call__(self, body):
+        reply = seed_responder()(body)
+        if request_kind(body) != "generate":
+            return reply
+        key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            attempt = self.attempts[key]
+            self.attempts[key] += 1
+        if attempt == 0:
+            reply.hang_s = self.hang_s
+        elif attempt == 1 and self.fails in prompt_of(body):
+            return Reply(status=500, error={"type": "api_error", "message": "contract fault"}, headers={"retry-after-ms": "50"})
+        return reply
+
+
+def broken_listing(body):
+    """The seed's answers, but a listing that lists nothing (it fails its test)."""
+    if request_kind(body) == "generate" and "list_s3_buckets" in prompt_of(body):
+        return Reply(text=shape(body, "import boto3\n\ndef list_s3_buckets():\n    return []\n"))
+    return seed_responder()(body)
+
+
+def test_run_faults_then_retry_errors_in_a_batch_then_dask_key_block_alert(env, api, tmp_path, monkeypatch):
+    from distributed import LocalCluster
+    from prefect.blocks.system import Secret
+
+    dataset, out = two_cases(tmp_path), tmp_path / "runs"
+    base = ("run", "--dataset", dataset, "--model", CLAUDE, "--out", out)
+
+    # 1. Each generation's first attempt hangs 3 s: --timeout 0.5 gives up and retries (the default
+    # 120 s would wait). The upload case fails its second attempt too: --max-attempts 2 stops there.
+    api.responder = faults = SlowThenFailing("upload_to_s3")
+    first = cli(*base, "--timeout", "0.5", "--max-attempts", "2", "--fail-under", "0.9", code=1)  # --fail-under: 50 % < 90 %
+    assert "under --fail-under" in first.output
+    first_dir = run_dir_of(first)
+    assert sorted(faults.attempts.values()) == [2, 2]  # --timeout: each hung try retried; --max-attempts: no third
+    assert {r.id: r.verdict.value for r in load_results(first_dir)} == {"s3-list-buckets": "PASS", "s3-upload-file": "ERROR"}
+
+    # 2. --retry-errors: only the errored case runs again; --batch: its calls go as Message Batches.
+    api.responder, api.polls_before_end = seed_responder(), -1  # a batch ends at its first poll
+    api.reset()
+    second = run_dir_of(cli(*base, "--retry-errors", "--batch"))
+    assert json.loads((second / "run.json").read_text())["retry_errors_of"] == str(first_dir)
+    assert {r.id: r.verdict.value for r in load_results(second)} == {"s3-list-buckets": "PASS", "s3-upload-file": "PASS"}
+    assert api.count() == 0  # no synchronous call
+    batched = [item["params"] for batch in api.batches.values() for item in batch["requests"]]
+    assert [request_kind(b) for b in batched].count("generate") == 1 and all("upload_to_s3" in prompt_of(b) for b in batched)
+
+    # 3. On a Dask scheduler of our own (--task-runner dask --dask-address), with the key from a Secret
+    # block (--api-key-block), and a drop of 100 % -> 50 % past --alert-drop 0.2 (McNemar alone: p = 1).
+    Secret(value="sk-ant-contract-BLOCK-KEY").save("contract-key", overwrite=True)
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(tmp_path / "cache-2"))  # answered afresh
+    api.responder = broken_listing
+    api.reset()
+    with LocalCluster(n_workers=1, threads_per_worker=8, processes=False, dashboard_address=None) as cluster:
+        third = run_dir_of(cli(*base, "--task-runner", "dask", "--dask-address", cluster.scheduler_address,
+                               "--api-key-block", "contract-key", "--alert-drop", "0.2"))
+        ran_on_dask = set(cluster.scheduler.task_prefixes)
+    assert {"generate_batch", "judge_batch"} <= ran_on_dask, ran_on_dask
+    assert api.count() == 4 and all("sk-ant-contract-BLOCK-KEY" in h.get("x-api-key", "") + h.get("authorization", "") for h in api.headers)
+    regressed = wait_for(lambda: [e for e in events(env, "codegen-eval.run.regressed")
+                                  if e["resource"]["prefect.resource.id"] == f"codegen-eval.run.{third.name}"])
+    assert regressed and regressed[0]["payload"]["reasons"] == ["drop"], regressed
+
+
+def calibration_for(judge: str, dataset: Path, tmp_path: Path) -> Path:
+    """A calibration file for `judge` (threshold 9: references score 9, a stub 3), made by the CLI."""
+    labels, saved = tmp_path / f"labels-{judge}.jsonl", tmp_path / f"calibration-{judge}.json"
+    ids = [json.loads(line)["id"] for line in dataset.read_text().splitlines()]
+    labels.write_text("".join(json.dumps(row) + "\n" for row in [
+        *({"id": i, "output": REFERENCES[i], "label": "correct"} for i in ids), {"id": ids[0], "output": "def nothing():\n    pass\n", "label": "incorrect"}]))
+    responder = judge_scoring(lambda body: 9 if REFERENCES[ids[0]].strip() in prompt_of(body) or REFERENCES[ids[1]].strip() in prompt_of(body) else 3)
+    return labels, saved, responder
+
+
+def test_grade_judges_rubric_thresholds_calibration_batches(env, api, tmp_path):
+    dataset, rubric, out = two_cases(tmp_path), tmp_path / "judge.j2", tmp_path / "graded"
+    rubric.write_text(RUBRIC)
+    labels, saved, api.responder = calibration_for(JUDGES[0], dataset, tmp_path)
+    cli("calibrate", "--judge-model", JUDGES[0], "--labels", labels, "--dataset", dataset, "--write", saved)
+    api.responder = in_flight = InFlight(seed_responder())
+    api.reset()
+    outputs = references(dataset, tmp_path)
+    result = cli("grade", "--outputs", outputs, "--dataset", dataset, "--judge-model", JUDGES[0], "--rubric", rubric, "--out", out,
+                 "--concurrency", "1", "--batch-size", "1", "--pass-at", "9.7", "--partial-at", "9.6", "--calibration", saved,
+                 "--fail-under", "0.5", code=1)  # --fail-under: 0 % < 50 %
+    run_dir = run_dir_of(result)
+    assert run_dir.parent == out  # --out
+    rows = load_results(run_dir)
+    assert {r.id: r.output for r in rows} == {json.loads(line)["id"]: json.loads(line)["output"] for line in outputs.read_text().splitlines()}  # --outputs
+    assert all("(contract dataset)" in r.task for r in rows)  # --dataset
+    assert {(r.score, r.verdict.value) for r in rows} == {(9.5, "FAIL")}  # --pass-at 9.7 and --partial-at 9.6 (9.5 is PASS by default)
+    assert api.count("generate") == 0 and {r["model"] for r in api.requests} == {JUDGES[0]}  # --judge-model
+    assert all("CONTRACT-RUBRIC" in prompt_of(r) for r in api.requests) and api.count() == 2  # --rubric
+    assert json.loads((run_dir / "run.json").read_text())["judge_thresholds"] == {JUDGES[0]: 9}  # --calibration
+    assert in_flight.most == 1  # --concurrency
+    assert sorted(n.rsplit(" ", 1)[-1] for n in task_run_names() if n.startswith("check")) == ["0", "1"]  # --batch-size
+
+
+def test_grade_openai_judge_base_url(env, api, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    dataset = two_cases(tmp_path)
+    server = OpenAIAPI(default=OpenAIReply(text=json.dumps(GOOD_VERDICT))).start()
+    try:
+        result = cli("grade", "--outputs", references(dataset, tmp_path), "--dataset", dataset, "--judge-model", "openai:contract-judge",
+                     "--base-url", server.url, "--out", tmp_path / "runs")
+    finally:
+        server.stop()
+    assert [r["model"] for r in server.requests] == ["contract-judge"] * 2 and api.count() == 0  # --base-url
+    assert {r.verdict.value for r in load_results(run_dir_of(result))} == {"PASS"}
+
+
+def test_run_and_grade_max_cost(env, api, tmp_path):
+    dataset = two_cases(tmp_path)
+    ran = run_dir_of(cli("run", "--dataset", dataset, "--model", CLAUDE, "--max-cost", "0.000001", "--out", tmp_path / "runs"))
+    assert api.count() == 0 and json.loads((ran / "summary.json").read_text())["over_budget"] == 2
+    graded = run_dir_of(cli("grade", "--outputs", references(dataset, tmp_path), "--dataset", dataset, "--judge-model", CLAUDE,
+                            "--max-cost", "0.000001", "--out", tmp_path / "graded"))
+    assert api.count() == 0 and json.loads((graded / "summary.json").read_text())["over_budget"] == 2
+    assert {r.judge.status.value for r in load_results(graded)} == {"OVER_BUDGET"}
+
+
+def test_grade_no_judge_then_regrade_and_compare(env, api, tmp_path):
+    dataset, rubric, out = two_cases(tmp_path), tmp_path / "judge.j2", tmp_path / "graded"
+    rubric.write_text(RUBRIC)
+    parent = run_dir_of(cli("grade", "--outputs", references(dataset, tmp_path), "--dataset", dataset, "--no-judge", "--out", out))
+    assert api.count() == 0 and {r.verdict.value for r in load_results(parent)} == {"PASS"}  # --no-judge: the checks' 10
+
+    labels, saved, api.responder = calibration_for(JUDGES[1], dataset, tmp_path)
+    cli("calibrate", "--judge-model", JUDGES[1], "--labels", labels, "--dataset", dataset, "--write", saved)
+    api.responder = judge_scoring(lambda body: 2)  # (2 + 10) / 2 = 6: PARTIAL, a drop of 100 % (McNemar alone: p = 0.5)
+    api.reset()
+    result = cli("regrade", parent, "--rubric", rubric, "--judge-model", JUDGES[1], "--calibration", saved,
+                 "--alert-drop", "0.2", "--fail-under", "0.5", code=1)  # --fail-under: 0 % < 50 %
+    regraded = run_dir_of(result)
+    assert regraded.parent == out and {r.verdict.value for r in load_results(regraded)} == {"PARTIAL"}
+    assert {r["model"] for r in api.requests} == {JUDGES[1]} and api.count() == 2  # --judge-model
+    assert all("CONTRACT-RUBRIC" in prompt_of(r) for r in api.requests)  # --rubric
+    assert json.loads((regraded / "run.json").read_text())["judge_thresholds"] == {JUDGES[1]: 9}  # --calibration
+    regressed = wait_for(lambda: [e for e in events(env, "codegen-eval.run.regressed")
+                                  if e["resource"]["prefect.resource.id"] == f"codegen-eval.run.{regraded.name}"])
+    assert regressed and regressed[0]["payload"]["reasons"] == ["drop"], regressed  # --alert-drop
+
+    api.reset()
+    elsewhere = run_dir_of(cli("regrade", parent, "--no-judge", "--out", tmp_path / "elsewhere"))
+    assert elsewhere.parent == tmp_path / "elsewhere" and api.count() == 0  # --out, --no-judge
+    assert {r.verdict.value for r in load_results(elsewhere)} == {"PASS"}
+
+    page = tmp_path / "page.html"
+    compared = cli("compare", parent, regraded, "--out", page)
+    assert compared.output.strip().splitlines()[-1] == str(page) and regraded.name in page.read_text()  # --out
+
+
+def test_validate_broken(env, tmp_path):
+    dataset = two_cases(tmp_path)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"id": "s3-list-buckets", "output": REFERENCES["s3-list-buckets"]}) + "\n")  # passes: not broken
+    cli("validate", dataset)
+    flagged = cli("validate", dataset, "--broken", broken, code=2)
+    assert "s3-list-buckets" in flagged.output
+
+
+def test_alerts_create_webhook_name(prefect_api):
+    result = cli("alerts", "create", "--webhook", "http://127.0.0.1:9/contract-hook", "--name", "contract-alert")
+    automation = httpx.get(f"{prefect_api}/automations/{result.output.strip().splitlines()[-1]}", timeout=10).json()
+    assert automation["name"] == "contract-alert"  # --name
+    block_id = automation["actions"][0]["block_document_id"]
+    block = httpx.get(f"{prefect_api}/block_documents/{block_id}", params={"include_secrets": "true"}, timeout=10).json()
+    assert block["name"] == "contract-alert" and block["data"]["url"] == "http://127.0.0.1:9/contract-hook"  # --webhook
