@@ -316,7 +316,7 @@ class SlowThenFailing:
     within the default) and the `fails` case's second attempt is a 500 (the default --max-attempts
     would try a third time, and pass). `attempts` counts tries per request."""
 
-    def __init__(self, fails: str, hang_s: float = 3.0):
+    def __init__(self, fails: str, hang_s: float = 5.0):
         self.fails, self.hang_s, self.attempts, self._lock = fails, hang_s, Counter(), threading.Lock()
 
     def __call__(self, body):
@@ -348,10 +348,10 @@ def test_run_faults_then_retry_errors_in_a_batch_then_dask_key_block_alert(env, 
     dataset, out = two_cases(tmp_path), tmp_path / "runs"
     base = ("run", "--dataset", dataset, "--model", CLAUDE, "--out", out)
 
-    # 1. Each generation's first attempt hangs 3 s: --timeout 0.5 gives up and retries (the default
+    # 1. Each generation's first attempt hangs 5 s: --timeout 1 gives up and retries (the default
     # 120 s would wait). The upload case fails its second attempt too: --max-attempts 2 stops there.
     api.responder = faults = SlowThenFailing("upload_to_s3")
-    first = cli(*base, "--timeout", "0.5", "--max-attempts", "2", "--fail-under", "0.9", code=1)  # --fail-under: 50 % < 90 %
+    first = cli(*base, "--timeout", "1", "--max-attempts", "2", "--fail-under", "0.9", code=1)  # --fail-under: 50 % < 90 %
     assert "under --fail-under" in first.output
     first_dir = run_dir_of(first)
     assert sorted(faults.attempts.values()) == [2, 2]  # --timeout: each hung try retried; --max-attempts: no third
@@ -385,8 +385,9 @@ def test_run_faults_then_retry_errors_in_a_batch_then_dask_key_block_alert(env, 
     assert regressed and regressed[0]["payload"]["reasons"] == ["drop"], regressed
 
 
-def calibration_for(judge: str, dataset: Path, tmp_path: Path) -> Path:
-    """A calibration file for `judge` (threshold 9: references score 9, a stub 3), made by the CLI."""
+def calibration_for(judge: str, dataset: Path, tmp_path: Path) -> tuple[Path, Path, callable]:
+    """What `calibrate` needs for a file whose threshold is 9: labels (the references correct, a stub
+    incorrect), where to write it, and a judge that scores the references 9 and the stub 3."""
     labels, saved = tmp_path / f"labels-{judge}.jsonl", tmp_path / f"calibration-{judge}.json"
     ids = [json.loads(line)["id"] for line in dataset.read_text().splitlines()]
     labels.write_text("".join(json.dumps(row) + "\n" for row in [
