@@ -181,7 +181,7 @@ REFERENCES = {json.loads(line)["id"]: json.loads(line)["expected"] for line in S
 
 
 def output_of(body) -> str:
-    """The candidate in a judge prompt written from RUBRIC."""
+    """The candidate in a judge prompt (the shipped rubric and RUBRIC both put it in <output> tags)."""
     return re.search(r"<output>\n(.*)\n</output>", prompt_of(body), re.S).group(1)
 
 
@@ -253,15 +253,13 @@ def env(prefect_api, api, tmp_path, monkeypatch):
 # ---- scenarios: each a few CLI invocations, each asserting what its options did -------------------
 
 def test_calibrate_then_run_models_samples_judges_rubric_thresholds_batches(env, api, tmp_path):
-    dataset, rubric, out, saved = two_cases(tmp_path), tmp_path / "judge.j2", tmp_path / "runs", tmp_path / "calibration.json"
+    dataset, rubric, out = two_cases(tmp_path), tmp_path / "judge.j2", tmp_path / "runs"
     rubric.write_text(RUBRIC)
     ids = [json.loads(line)["id"] for line in dataset.read_text().splitlines()]
 
-    # calibrate: the judge gives references 9, anything else 3, on 3 labelled items (not the 4 shipped ones).
-    api.responder = in_flight = InFlight(judge_scoring(lambda body: 9 if output_of(body).strip() in {v.strip() for v in REFERENCES.values()} else 3))
-    labels = tmp_path / "labels.jsonl"
-    labels.write_text("".join(json.dumps(row) + "\n" for row in [
-        *({"id": i, "output": REFERENCES[i], "label": "correct"} for i in ids), {"id": ids[0], "output": "def nothing():\n    pass\n", "label": "incorrect"}]))
+    # calibrate: the judge gives references 9, a stub 3, on 3 labelled items (not the 4 shipped ones).
+    labels, saved, responder = calibration_for(JUDGES[0], dataset, tmp_path)
+    api.responder = in_flight = InFlight(responder)
     calibrated = cli("calibrate", "--judge-model", JUDGES[0], "--labels", labels, "--dataset", dataset, "--rubric", rubric,
                      "--write", saved, "--pass-at", "5", "--concurrency", "1")
     assert f"judge {JUDGES[0]} on 3 labelled items ({labels})" in calibrated.output  # --labels
@@ -392,7 +390,7 @@ def calibration_for(judge: str, dataset: Path, tmp_path: Path) -> tuple[Path, Pa
     ids = [json.loads(line)["id"] for line in dataset.read_text().splitlines()]
     labels.write_text("".join(json.dumps(row) + "\n" for row in [
         *({"id": i, "output": REFERENCES[i], "label": "correct"} for i in ids), {"id": ids[0], "output": "def nothing():\n    pass\n", "label": "incorrect"}]))
-    responder = judge_scoring(lambda body: 9 if REFERENCES[ids[0]].strip() in prompt_of(body) or REFERENCES[ids[1]].strip() in prompt_of(body) else 3)
+    responder = judge_scoring(lambda body: 9 if output_of(body).strip() in {REFERENCES[i].strip() for i in ids} else 3)
     return labels, saved, responder
 
 
