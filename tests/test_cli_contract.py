@@ -232,8 +232,9 @@ def task_run_names() -> list[str]:
         return [t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))]
 
 
-def events(prefect_api: str, name: str) -> list[dict]:
-    body = {"filter": {"event": {"name": [name]}, "order": "ASC"}, "limit": 50}
+def regressed_events(prefect_api: str, run_dir: Path) -> list[dict]:
+    """The codegen-eval.run.regressed events the Prefect server holds for this run."""
+    body = {"filter": {"event": {"name": ["codegen-eval.run.regressed"]}, "resource": {"id": [f"codegen-eval.run.{run_dir.name}"]}}, "limit": 10}
     return httpx.post(f"{prefect_api}/events/filter", json=body, timeout=10).json()["events"]
 
 
@@ -245,7 +246,8 @@ def wait_for(predicate, timeout_s: float = 30):
 
 
 @pytest.fixture
-def env(prefect_api, api, tmp_path, monkeypatch):
+def env(prefect_api, api, tmp_path, monkeypatch) -> str:
+    """The session's Prefect server (its URL), the loopback Messages API, and a cache of this test's own."""
     monkeypatch.setenv("CODEGEN_EVAL_CACHE_DIR", str(tmp_path / "cache"))
     return prefect_api
 
@@ -378,8 +380,7 @@ def test_run_faults_then_retry_errors_in_a_batch_then_dask_key_block_alert(env, 
         ran_on_dask = set(cluster.scheduler.task_prefixes)
     assert {"generate_batch", "judge_batch"} <= ran_on_dask, ran_on_dask
     assert api.count() == 4 and all("sk-ant-contract-BLOCK-KEY" in h.get("x-api-key", "") + h.get("authorization", "") for h in api.headers)
-    regressed = wait_for(lambda: [e for e in events(env, "codegen-eval.run.regressed")
-                                  if e["resource"]["prefect.resource.id"] == f"codegen-eval.run.{third.name}"])
+    regressed = wait_for(lambda: regressed_events(env, third))
     assert regressed and regressed[0]["payload"]["reasons"] == ["drop"], regressed
 
 
@@ -458,8 +459,7 @@ def test_grade_no_judge_then_regrade_and_compare(env, api, tmp_path):
     assert {r["model"] for r in api.requests} == {JUDGES[1]} and api.count() == 2  # --judge-model
     assert all("CONTRACT-RUBRIC" in prompt_of(r) for r in api.requests)  # --rubric
     assert json.loads((regraded / "run.json").read_text())["judge_thresholds"] == {JUDGES[1]: 9}  # --calibration
-    regressed = wait_for(lambda: [e for e in events(env, "codegen-eval.run.regressed")
-                                  if e["resource"]["prefect.resource.id"] == f"codegen-eval.run.{regraded.name}"])
+    regressed = wait_for(lambda: regressed_events(env, regraded))
     assert regressed and regressed[0]["payload"]["reasons"] == ["drop"], regressed  # --alert-drop
 
     api.reset()
