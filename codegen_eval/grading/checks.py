@@ -9,17 +9,18 @@ failing gating check fails the case outright.
 from __future__ import annotations
 
 import ast
-import functools
 import json
 import re
 import threading
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
+from codegen_eval.dataset.schema import parse_policy_json
 from codegen_eval.grading import iam
+from codegen_eval.grading.text import clean_data, clean_text
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
@@ -27,6 +28,11 @@ EQUIVALENCE_LIMITS = Limits(wall_s=5.0, cpu_s=5)
 # CPython 3.11 before 3.11.9 can corrupt ast.parse state when threads parse at once
 # ("AST constructor recursion depth mismatch"): checks run on several threads, so parse one at a time.
 _AST_LOCK = threading.Lock()
+# The longest output each format's main-process analysis takes (ast + pyflakes, JSON + IAM evaluation,
+# re.compile); longer is refused up front. Each is many times the dataset's longest reference (1,392,
+# 898 and 262 characters), and bounds the worst case measured in tests/test_fuzz_parsers.py: re.compile
+# spends ~1 ms per character on case-insensitive classes like `(?i)[\x00-\U0010ffff]`.
+MAX_CHARS: dict[str, int] = {"python": 100_000, "json": 100_000, "regex": 1_000}
 
 
 def parse_python(code: str) -> ast.Module:
@@ -43,6 +49,7 @@ class CheckStatus(StrEnum):
     SANDBOX_ERROR = "SANDBOX_ERROR"
     WARN = "WARN"  # an advisory check found something
     SKIPPED = "SKIPPED"
+    ANALYSIS_ERROR = "ANALYSIS_ERROR"  # the output could not be analysed (too long, too deep, or the analysis failed)
 
 
 class CheckResult(BaseModel):
@@ -53,6 +60,16 @@ class CheckResult(BaseModel):
     fraction: float | None = None  # share of test items passed, for checks that count items
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("message")
+    @classmethod
+    def _storable_message(cls, message: str) -> str:
+        return clean_text(message)
+
+    @field_validator("details")
+    @classmethod
+    def _storable_details(cls, details: dict[str, Any]) -> dict[str, Any]:
+        return clean_data(details)
+
     @property
     def passed(self) -> bool:
         return self.status in (CheckStatus.OK, CheckStatus.WARN, CheckStatus.SKIPPED)
@@ -61,6 +78,9 @@ class CheckResult(BaseModel):
 def check_syntax(code: str, fmt: Format) -> CheckResult:
     if not code.strip():
         return CheckResult(name="syntax", status=CheckStatus.NO_CODE, message="the model returned no code")
+    if len(code) > MAX_CHARS[fmt]:
+        return CheckResult(name="syntax", status=CheckStatus.ANALYSIS_ERROR,
+                           message=f"not analysed: {len(code):,} characters, over the {MAX_CHARS[fmt]:,} this grader takes for {fmt}")
     try:
         _PARSERS[fmt](code)
     except SyntaxError as exc:
@@ -71,6 +91,8 @@ def check_syntax(code: str, fmt: Format) -> CheckResult:
         return _syntax_error(f"position {exc.pos}: {exc.msg}")
     except (ValueError, RecursionError, OverflowError) as exc:
         return _syntax_error(str(exc) or type(exc).__name__)
+    except MemoryError:  # CPython's parser reports nesting past its own stack this way
+        return _syntax_error("too deeply nested to parse")
     return CheckResult(name="syntax", status=CheckStatus.OK, message=f"valid {fmt}")
 
 
@@ -81,14 +103,23 @@ def needs_sandbox(case: Case) -> bool:
 
 
 def run_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
-    syntax = check_syntax(code, case.format)
-    if not syntax.passed:
-        return [syntax]
-    if case.format == "python":
-        return [syntax, *python_checks(case, code, sandbox)]
-    if case.format == "json":
-        return [syntax, *policy_checks(case, code)]
-    return [syntax, *regex_checks(case, code, sandbox)]
+    """The output's checks. Whatever its text, they end: an analysis that raises is this output's failed
+    check, with the reason, never the run's end (the last-resort net below)."""
+    syntax = None
+    try:
+        syntax = check_syntax(code, case.format)
+        if not syntax.passed:
+            return [syntax]
+        if case.format == "python":
+            return [syntax, *python_checks(case, code, sandbox)]
+        if case.format == "json":
+            return [syntax, *policy_checks(case, code)]
+        return [syntax, *regex_checks(case, code, sandbox)]
+    except Exception as exc:  # noqa: BLE001 (any failure of one output's analysis is that output's)
+        failed = CheckResult(name="analysis", status=CheckStatus.ANALYSIS_ERROR,
+                             message=f"the checks could not analyse this output: {type(exc).__name__}: {str(exc)[:300]}",
+                             details={"unsettled": True})  # may be the machine's (memory): never cached
+        return [syntax, failed] if syntax is not None and syntax.passed else [failed]
 
 
 # --- python ---------------------------------------------------------------------------------------------
@@ -107,72 +138,18 @@ def python_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
 
 
 def undefined_names(code: str) -> CheckResult:
-    from pyflakes import messages
+    """pyflakes' undefined names, used as its own API documents (a `Checker` over the parsed module)."""
+    from pyflakes import checker, messages
 
-    found = _checker()(parse_python(code), "<candidate>").messages
+    try:
+        found = checker.Checker(parse_python(code), "<candidate>").messages
+    except (RecursionError, MemoryError) as exc:  # nests deeper than pyflakes' recursive walk can follow
+        return CheckResult(name="names", status=CheckStatus.ANALYSIS_ERROR,
+                           message=f"not analysed: pyflakes ran out of {'stack' if isinstance(exc, RecursionError) else 'memory'} (the code nests too deep)")
     undefined = sorted({m.message_args[0] for m in found if isinstance(m, messages.UndefinedName)})
     if undefined:
         return CheckResult(name="names", status=CheckStatus.TEST_FAIL, message=f"undefined names: {', '.join(undefined)}")
     return CheckResult(name="names", status=CheckStatus.OK, message="no undefined names")
-
-
-@functools.cache
-def _checker() -> type:
-    """pyflakes' Checker, less most of its cost: its `__init__` makes a `Builtin` binding for each of
-    ~160 builtins and adds them one by one (~half of checking a short answer). Here the module scope
-    starts with one prebuilt set of those bindings instead, shared by every check. What pyflakes writes
-    on a binding, its `used` mark, is kept per check (`_SharedBuiltin`), so one check's code never
-    changes another's messages; `tests/test_execution_checks.py` compares every message with pyflakes' own."""
-    import contextlib
-
-    from pyflakes import checker
-
-    class Checker(checker.Checker):
-        def __init__(self, *args: Any, **kwargs: Any):
-            _builtin_marks.marks = {}  # a check runs whole in __init__, in one thread
-            try:
-                super().__init__(*args, **kwargs)
-            finally:
-                _builtin_marks.marks = {}
-
-        @property
-        def builtIns(self) -> tuple:  # read only by __init__, to bind them one by one: nothing left to do
-            return ()
-
-        @builtIns.setter
-        def builtIns(self, names: frozenset) -> None:
-            self._builtin_names = frozenset(names)
-
-        @contextlib.contextmanager
-        def in_scope(self, cls):
-            with super().in_scope(cls):
-                if len(self.scopeStack) == 1:  # the module scope, which __init__ enters first
-                    self.scope.update(_builtin_bindings(self._builtin_names))
-                yield
-
-    return Checker
-
-
-_builtin_marks = threading.local()  # the running check's `used` marks on the shared builtin bindings, by name
-
-
-@functools.cache
-def _builtin_bindings(names: frozenset[str]) -> dict[str, Any]:
-    from pyflakes import checker
-
-    class _SharedBuiltin(checker.Builtin):
-        def __init__(self, name: str):
-            self.name, self.source = name, None  # no `used` of its own: the property below keeps it per check
-
-        @property
-        def used(self) -> Any:
-            return _builtin_marks.marks.get(self.name, False)
-
-        @used.setter
-        def used(self, value: Any) -> None:
-            _builtin_marks.marks[self.name] = value
-
-    return {name: _SharedBuiltin(name) for name in names}
 
 
 def signature(code: str, expected: str, entry_point: str) -> CheckResult:
@@ -332,4 +309,4 @@ def _syntax_error(message: str) -> CheckResult:
     return CheckResult(name="syntax", status=CheckStatus.SYNTAX_ERROR, message=message)
 
 
-_PARSERS = {"python": parse_python, "json": json.loads, "regex": re.compile}
+_PARSERS = {"python": parse_python, "json": parse_policy_json, "regex": re.compile}
