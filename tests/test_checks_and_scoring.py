@@ -4,7 +4,7 @@ import pytest
 
 from codegen_eval.dataset import load_dataset
 from codegen_eval.generation import extract_code
-from codegen_eval.grading.checks import CheckStatus, check_syntax
+from codegen_eval.grading.checks import CheckStatus, check_syntax, undefined_names
 from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict, parse_verdict
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
 from tests.conftest import SEED
@@ -121,19 +121,34 @@ UNDEFINED_NAME_CORNERS = [
 ]
 
 
-def test_the_fast_checker_gives_pyflakes_messages_from_many_threads_at_once():
-    """`undefined_names` starts pyflakes' module scope with shared builtin bindings instead of binding
-    them one by one: over every reference in the dataset, HumanEval's solutions and corner cases, run
-    from 8 threads at once, it gives exactly the messages pyflakes' own Checker gives (no check's code
-    changes another's), and the undefined names among them."""
+def pyflakes_undefined(code: str) -> str:
+    """The names check's message as pyflakes' documented API gives it: `api.check` with a Reporter."""
+    import io
+
+    from pyflakes import api, messages, reporter
+
+    class Collect(reporter.Reporter):
+        def __init__(self) -> None:
+            super().__init__(io.StringIO(), io.StringIO())
+            self.found: list = []
+
+        def flake(self, message) -> None:
+            self.found.append(message)
+
+    collected = Collect()
+    api.check(code, "<candidate>", collected)
+    names = sorted({m.message_args[0] for m in collected.found if isinstance(m, messages.UndefinedName)})
+    return f"undefined names: {', '.join(names)}" if names else "no undefined names"
+
+
+def test_the_names_check_says_what_pyflakes_says_from_many_threads_at_once():
+    """Over every reference in the dataset, HumanEval's solutions and corner cases, run from 8 threads
+    at once, `undefined_names` reports exactly the undefined names pyflakes' own API reports."""
     import gzip
     import json
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from pyflakes import checker, messages
-
-    from codegen_eval.grading.checks import _checker, parse_python
     from tests.conftest import DATASET
 
     humaneval = Path(__file__).resolve().parent / "data" / "HumanEval.jsonl.gz"
@@ -141,11 +156,84 @@ def test_the_fast_checker_gives_pyflakes_messages_from_many_threads_at_once():
     corpus += [row["prompt"] + row["canonical_solution"] for row in map(json.loads, gzip.open(humaneval, "rt"))]
     corpus += UNDEFINED_NAME_CORNERS
 
-    def found(checker_class: type, code: str) -> list[tuple[str, tuple]]:
-        return [(type(m).__name__, m.message_args) for m in checker_class(parse_python(code), "<candidate>").messages]
-
-    expected = [found(checker.Checker, code) for code in corpus]
+    expected = [pyflakes_undefined(code) for code in corpus]
     with ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(lambda code: found(_checker(), code), corpus * 3)) == expected * 3
-    undefined = [code for code, names in zip(corpus, expected) if any(kind == messages.UndefinedName.__name__ for kind, _ in names)]
+        assert list(pool.map(lambda code: undefined_names(code).message, corpus * 3)) == expected * 3
+    undefined = [code for code, message in zip(corpus, expected) if message.startswith("undefined")]
     assert len(undefined) >= 8  # the corpus does hold undefined names
+
+
+# --- any output yields a verdict (issue 27) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "fmt", "status", "message"),
+    [
+        ("x = " + "-" * 50_000 + "1", "python", CheckStatus.SYNTAX_ERROR, "too deeply nested"),  # MemoryError in the parser
+        ("x = " + "a." * 40_000 + "a", "python", CheckStatus.SYNTAX_ERROR, "recursion"),
+        ("# x\n" * 30_000, "python", CheckStatus.ANALYSIS_ERROR, "120,000 characters, over the 100,000"),
+        ("(?i)" + "[\x00-\U0010ffff]" * 300, "regex", CheckStatus.ANALYSIS_ERROR, "over the 1,000"),
+        ("x = '\ud800'", "python", CheckStatus.SYNTAX_ERROR, "surrogates not allowed"),
+        ('{"Version": "2012-10-17", "Id": NaN}', "json", CheckStatus.SYNTAX_ERROR, "NaN is not a JSON number"),
+        ('{"Id": Infinity}', "json", CheckStatus.SYNTAX_ERROR, "Infinity is not a JSON number"),
+        ('{"Id": [-Infinity]}', "json", CheckStatus.SYNTAX_ERROR, "-Infinity is not a JSON number"),
+        ('{"Statement": [{"Condition": {"Bool": {"a": "true", "a": "false"}}}]}', "json", CheckStatus.SYNTAX_ERROR, "the key 'a' appears twice"),
+        ('{"Effect": "Deny", "Effect": "Allow"}', "json", CheckStatus.SYNTAX_ERROR, "the key 'Effect' appears twice"),
+        ('{"Id": "\\ud800"}', "json", CheckStatus.SYNTAX_ERROR, "unpaired surrogate escape"),
+        ('{"Id": {"\\udfff": 1}}', "json", CheckStatus.SYNTAX_ERROR, "unpaired surrogate escape"),
+        ('{"Id": "\udc00"}', "json", CheckStatus.SYNTAX_ERROR, "unpaired surrogate at position 8"),
+        ('{"Id": "\\ud83d\\ude00 \\u00e9"}', "json", CheckStatus.OK, ""),  # a pair is one character: fine
+        ("[" * 50_000 + "]" * 50_000, "json", CheckStatus.SYNTAX_ERROR, "recursion"),
+    ],
+)
+def test_hostile_text_gets_a_check_result(code, fmt, status, message):
+    result = check_syntax(code, fmt)
+    assert result.status is status and message in result.message
+
+
+def test_code_too_deep_for_pyflakes_is_not_analysed_rather_than_a_crash():
+    result = undefined_names("x = " + "+".join(["1"] * 900))
+    assert result.status is CheckStatus.ANALYSIS_ERROR and "nests too deep" in result.message and not result.passed
+
+
+def test_an_unexpected_failure_in_the_checks_is_that_outputs_failed_check():
+    from codegen_eval.grading.check_cache import settled
+    from codegen_eval.grading.checks import run_checks
+    from tests.conftest import DATASET
+
+    case = next(c for c in load_dataset(DATASET) if c.format == "regex")
+    checks = run_checks(case, case.expected, None)  # no sandbox: regex_checks' first call raises AttributeError
+    assert [(c.name, c.status) for c in checks] == [("syntax", CheckStatus.OK), ("analysis", CheckStatus.ANALYSIS_ERROR)]
+    assert "AttributeError" in checks[1].message and not settled(checks)
+    assert score_case(checks, Judgement(status=JudgeStatus.SKIPPED), None, ScoringConfig()).verdict is Verdict.FAIL
+
+
+def test_records_of_hostile_text_are_valid_json_and_xml(tmp_path):
+    """A lone surrogate in the output and in a check message, and C0 controls in the message, as a
+    candidate's exception can carry them: results.jsonl, the check cache key, results.csv and junit.xml
+    are all written, read back and parse."""
+    from xml.etree import ElementTree
+
+    from codegen_eval.generation import Generation
+    from codegen_eval.grading.check_cache import checks_key
+    from codegen_eval.grading.checks import CheckResult
+    from codegen_eval.reporting.report import append_results, load_results, summarize_run, write_junit
+    from codegen_eval.reporting.results import assemble
+    from tests.conftest import DATASET
+
+    case = next(c for c in load_dataset(DATASET) if c.format == "python")
+    code = "def f():\n    raise ValueError('\ud800')  # \udfff\n"
+    hostile = "ValueError: \ud800 \x00\x01\x0b\x1b[31m \ufffe"
+    checks = [CheckResult(name="tests", status=CheckStatus.TEST_FAIL, message=hostile, details={"output": hostile, hostile: [hostile]})]
+    assert checks[0].message == "ValueError: \ufffd \x00\x01\x0b\x1b[31m \ufffe" and "\ufffd" in checks[0].details["output"]
+    assert checks_key(case, code).startswith("checks:")
+    result = assemble(case, Generation(case_id=case.id, cid="hostile:\x07", code=code, raw="\ud800"), checks,
+                      Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())
+    append_results(tmp_path, [result])
+    [stored] = load_results(tmp_path)
+    assert stored.output == "def f():\n    raise ValueError('\ufffd')  # \ufffd\n" and stored.verdict is Verdict.FAIL
+    summary, _, _ = summarize_run(tmp_path, run_id="r", dataset="d", model="m", judge_model="m", rubric="r")
+    suite = ElementTree.parse(write_junit(tmp_path, summary)).getroot()
+    failure = suite.find("testcase/failure")
+    assert suite.find("testcase").get("name") == f"{case.id}#hostile:\ufffd" and failure is not None
+    assert failure.text == "tests: ValueError: \ufffd \ufffd\ufffd\ufffd\ufffd[31m \ufffd"

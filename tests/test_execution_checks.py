@@ -7,7 +7,7 @@ import json
 import pytest
 
 from codegen_eval.dataset import Case, load_dataset
-from codegen_eval.grading.checks import CheckStatus, _checker, parse_python, run_checks, signature, undefined_names
+from codegen_eval.grading.checks import CheckStatus, run_checks, signature, undefined_names
 from codegen_eval.grading.judge import Judgement, JudgeStatus, JudgeVerdict
 from codegen_eval.grading.sandbox import Sandbox
 from codegen_eval.grading.scoring import ScoringConfig, Verdict, score_case
@@ -43,17 +43,15 @@ def test_python_wrong_answer_under_moto_fails_with_the_assertion(sandbox):
     assert tests.fraction == 0.0
 
 
-def test_the_faster_name_checker_reports_what_pyflakes_reports():
-    """The builtins shortcut in `_checker` changes no message, on every reference and odd shadowing."""
-    from pyflakes.checker import Checker
+def test_the_names_check_reports_what_pyflakes_reports():
+    """`undefined_names` gives pyflakes' own verdict, on every reference and odd shadowing."""
+    from tests.test_checks_and_scoring import pyflakes_undefined
 
     texts = [case.expected for case in CASES.values() if case.format == "python"]
     texts += ["len = 3\nprint(len)\n", "def f():\n    global print\n    del print\n", "class A:\n    __module__\n    x = y\n",
               "import os as print\n", "[open for open in range(3)]\nopen\n", "def f(x=min):\n    max = 1\n    return undefined\n"]
     for text in texts:
-        tree = parse_python(text)
-        stock = [(type(m).__name__, m.message_args) for m in Checker(tree, "x").messages]
-        assert [(type(m).__name__, m.message_args) for m in _checker()(tree, "x").messages] == stock, text
+        assert undefined_names(text).message == pyflakes_undefined(text), text
     assert undefined_names("def f():\n    print(len(x), __file__)\n").message == "undefined names: x"
 
 

@@ -378,3 +378,83 @@ def test_policy_checks_for_a_trust_policy():
     assert "sts:AssumeRole by anonymous should be denied, got allow" in access.message
     identity = {c.name: c for c in policy_checks(case, json.dumps(policy(ALLOW_GET)))}
     assert identity["policy_grammar"].status is CheckStatus.TEST_FAIL
+
+
+# --- model text that must not stall or crash the main process (issue 27) ----------------------------------
+
+
+def within(seconds: float, fn, *args):
+    """fn(*args), asserting it returned within `seconds` (a backtracking matcher takes minutes)."""
+    import time
+
+    start = time.perf_counter()
+    result = fn(*args)
+    assert time.perf_counter() - start < seconds, f"{fn.__name__} took {time.perf_counter() - start:.1f} s"
+    return result
+
+
+def test_wildcards_and_variables_never_backtrack():
+    value = "arn:aws:s3:::my-data-bucket/reports/2026.csv"
+    stars = policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::" + "*?" * 16 + "*Z"})
+    assert within(0.5, evaluate, stars, "s3:GetObject", value) == "implicit_deny"  # a regex took ~30 min
+    assert within(0.5, evaluate, {**stars, "Statement": [{**stars["Statement"][0], "Resource": "arn:aws:s3:::" + "*?" * 16 + "*v"}]},
+                  "s3:GetObject", value) == "allow"
+    assert within(0.5, resolve_variables, "${a" + " " * 60_000 + "'}", {}) is None
+    assert within(0.5, resolve_variables, "${" * 45_000, {}) == (((True, "${" * 45_000),))
+    liked = policy({"Effect": "Allow", "Action": "s3:*", "Resource": "*", "Condition": {"StringLike": {"s3:prefix": "*a" * 30 + "b"}}})
+    assert within(0.5, evaluate, liked, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "a" * 5000}) == "implicit_deny"
+
+
+@pytest.mark.parametrize(("pattern", "value", "arn", "matches"), [
+    ("a*b?c", "aXXbYc", False, True), ("*", "", False, True), ("a**", "a", False, True), ("?", "", False, False),
+    ("*a*b*", "xxbxxa", False, False), ("a*a", "a", False, False), ("*x*y*z", "xyzxyz", False, True),
+    ("arn:aws:s3:::b/*", "arn:aws:s3:::b/x:y", True, True),  # past the fifth colon a star takes colons
+    ("arn:*:s3:::b", "arn:aws:x:s3:::b", True, False),  # before it, not
+    ("arn:aws:iam::*:role/r?", "arn:aws:iam::123456789012:role/r1", True, True),
+])
+def test_the_wildcard_matcher_agrees_with_the_regex_it_replaced(pattern, value, arn, matches):
+    from codegen_eval.grading.wildcards import glob_match
+
+    body, colons = [], 0
+    for c in pattern:
+        inside = arn and colons < 5
+        body.append(("[^:]*" if inside else ".*") if c == "*" else ("[^:]" if inside else ".") if c == "?" else re.escape(c))
+        colons += c == ":"
+    assert (re.fullmatch("".join(body), value, re.DOTALL) is not None) == matches
+    assert glob_match(((True, pattern),), value, arn=arn) == matches
+
+
+def test_dates_past_what_python_holds_are_not_dates():
+    assert parse_date("9" * 40) is None and parse_date("999999999999") is None and parse_date("9999-12-31T23:59:60Z") is None
+    assert parse_date("99999999999").year == 5138  # still inside datetime
+    dated = policy({**ALLOW_GET, "Condition": {"DateLessThan": {"aws:CurrentTime": "9" * 40}}})
+    assert grammar_errors(dated) == ["Statement[0]: Condition DateLessThan aws:CurrentTime: '9999999999999999999999999999999999999999' is not an ISO 8601 date or epoch seconds"]
+
+
+def test_a_null_condition_with_no_value_decides_without_raising():
+    empty = policy({**ALLOW_GET, "Condition": {"Null": {"aws:TokenIssueTime": []}}})
+    assert evaluate(empty, "s3:GetObject", "arn:aws:s3:::bucket/k") == "implicit_deny"
+
+
+@pytest.mark.parametrize(("sid", "policy_type", "error"), [
+    ("AllowRead1", "identity", None), ("", "identity", None),
+    ({"a": 1}, "identity", "Sid must be a string, got {'a': 1}"), (7, "bucket", "Sid must be a string, got 7"),
+    ("read & write", "identity", "Sid 'read & write': IAM takes only the letters A-Z, a-z and digits 0-9"),
+    ("Stmt-1", "trust", "Sid 'Stmt-1': IAM takes only the letters A-Z, a-z and digits 0-9"),
+    ("Allow GET requests from example.com.", "bucket", None),  # S3's own examples use spaces and dots
+])
+def test_sid_is_a_string_and_iam_takes_letters_and_digits_only(sid, policy_type, error):
+    statement = {**ALLOW_GET, "Sid": sid}
+    if policy_type == "trust":
+        statement = {"Sid": sid, "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    elif policy_type == "bucket":
+        statement = {**statement, "Principal": "*"}
+    assert grammar_errors(policy(statement), policy_type) == ([f"Statement[0]: {error}"] if error else [])
+
+
+def test_messages_about_huge_or_deep_values_stay_short():
+    deep: list = []
+    for _ in range(900):
+        deep = [deep]
+    errors = grammar_errors(policy({**ALLOW_GET, "Action": deep}) | {"Version": "x" * 100_000})
+    assert errors and all(len(e) < 200 for e in errors)

@@ -156,9 +156,11 @@ def _parse(source: str, fmt: Format) -> Any:
             return f"not valid Python: {exc}"
     if fmt == "json":
         try:
-            policy = json.loads(source)
+            policy = parse_policy_json(source)
         except json.JSONDecodeError as exc:
             return f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
+        except (PolicyJSONError, ValueError, RecursionError) as exc:
+            return f"not a valid policy document: {exc}"
         return policy if isinstance(policy, dict) else f"an IAM policy must be a JSON object, got {type(policy).__name__}"
     try:
         return re.compile(source)
@@ -166,6 +168,57 @@ def _parse(source: str, fmt: Format) -> Any:
         return f"not a valid regex: {exc.msg} at position {exc.pos}"
     except (RecursionError, OverflowError) as exc:
         return f"not a valid regex: {exc}"
+
+
+class PolicyJSONError(ValueError):
+    """JSON that Python's json module reads but AWS refuses as a policy document."""
+
+
+def parse_policy_json(text: str) -> Any:
+    """JSON read as AWS reads a policy document: NaN / Infinity / -Infinity are not numbers, a key given
+    twice in one object is an error (json.loads would keep the last, hiding the first from every check),
+    and an unpaired surrogate (a \\ud800 escape, or the raw code point) is not text. Raises
+    json.JSONDecodeError for text that is not JSON at all, PolicyJSONError for the rest."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PolicyJSONError(f"an unpaired surrogate at position {exc.start}: not UTF-8 text") from None
+    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    if "\\u" in text and _has_unpaired_surrogate(value):
+        raise PolicyJSONError("an unpaired surrogate escape (\\ud800-\\udfff): not UTF-8 text")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise PolicyJSONError(f"the key {key[:80]!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise PolicyJSONError(f"{name} is not a JSON number")
+
+
+def _has_unpaired_surrogate(value: Any) -> bool:
+    """Whether any string (key or value) in parsed JSON holds a lone surrogate. A loop, not recursion:
+    the document may nest as deep as json.loads allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _module_names(module: ast.Module) -> set[str]:

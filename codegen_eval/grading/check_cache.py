@@ -35,7 +35,8 @@ class Checked:
 def checks_key(case: Case, code: str) -> str:
     basis = {"v": CHECKS_VERSION, "checker": checker_fingerprint(), "format": case.format, "expected": case.expected,
              "tests": case.tests, "code": code}
-    return "checks:" + hashlib.sha256(canonical_json(basis).encode()).hexdigest()
+    # surrogatepass: an output may hold a lone surrogate (a JSON "\ud800" escape); it still needs a key
+    return "checks:" + hashlib.sha256(canonical_json(basis).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class _Counting:

@@ -16,12 +16,13 @@ import threading
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
+from codegen_eval.dataset.schema import parse_policy_json
 from codegen_eval.grading import iam
 from codegen_eval.grading.aws_endpoint import services_used
-from codegen_eval.grading.harness import helper_source
+from codegen_eval.grading.text import clean_data, clean_text
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
@@ -29,6 +30,11 @@ EQUIVALENCE_LIMITS = Limits(wall_s=5.0, cpu_s=5)
 # CPython 3.11 before 3.11.9 can corrupt ast.parse state when threads parse at once
 # ("AST constructor recursion depth mismatch"): checks run on several threads, so parse one at a time.
 _AST_LOCK = threading.Lock()
+# The longest output each format's main-process analysis takes (ast + pyflakes, JSON + IAM evaluation,
+# re.compile); longer is refused up front. Each is many times the dataset's longest reference (1,392,
+# 898 and 262 characters), and bounds the worst case measured in tests/test_fuzz_parsers.py: re.compile
+# spends ~1 ms per character on case-insensitive classes like `(?i)[\x00-\U0010ffff]`.
+MAX_CHARS: dict[str, int] = {"python": 100_000, "json": 100_000, "regex": 1_000}
 
 
 def parse_python(code: str) -> ast.Module:
@@ -45,6 +51,7 @@ class CheckStatus(StrEnum):
     SANDBOX_ERROR = "SANDBOX_ERROR"
     WARN = "WARN"  # an advisory check found something
     SKIPPED = "SKIPPED"
+    ANALYSIS_ERROR = "ANALYSIS_ERROR"  # the output could not be analysed (too long, too deep, or the analysis failed)
 
 
 class CheckResult(BaseModel):
@@ -55,6 +62,16 @@ class CheckResult(BaseModel):
     fraction: float | None = None  # share of test items passed, for checks that count items
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("message")
+    @classmethod
+    def _storable_message(cls, message: str) -> str:
+        return clean_text(message)
+
+    @field_validator("details")
+    @classmethod
+    def _storable_details(cls, details: dict[str, Any]) -> dict[str, Any]:
+        return clean_data(details)
+
     @property
     def passed(self) -> bool:
         return self.status in (CheckStatus.OK, CheckStatus.WARN, CheckStatus.SKIPPED)
@@ -63,6 +80,9 @@ class CheckResult(BaseModel):
 def check_syntax(code: str, fmt: Format) -> CheckResult:
     if not code.strip():
         return CheckResult(name="syntax", status=CheckStatus.NO_CODE, message="the model returned no code")
+    if len(code) > MAX_CHARS[fmt]:
+        return CheckResult(name="syntax", status=CheckStatus.ANALYSIS_ERROR,
+                           message=f"not analysed: {len(code):,} characters, over the {MAX_CHARS[fmt]:,} this grader takes for {fmt}")
     try:
         _PARSERS[fmt](code)
     except SyntaxError as exc:
@@ -73,6 +93,8 @@ def check_syntax(code: str, fmt: Format) -> CheckResult:
         return _syntax_error(f"position {exc.pos}: {exc.msg}")
     except (ValueError, RecursionError, OverflowError) as exc:
         return _syntax_error(str(exc) or type(exc).__name__)
+    except MemoryError:  # CPython's parser reports nesting past its own stack this way
+        return _syntax_error("too deeply nested to parse")
     return CheckResult(name="syntax", status=CheckStatus.OK, message=f"valid {fmt}")
 
 
@@ -83,14 +105,23 @@ def needs_sandbox(case: Case) -> bool:
 
 
 def run_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
-    syntax = check_syntax(code, case.format)
-    if not syntax.passed:
-        return [syntax]
-    if case.format == "python":
-        return [syntax, *python_checks(case, code, sandbox)]
-    if case.format == "json":
-        return [syntax, *policy_checks(case, code)]
-    return [syntax, *regex_checks(case, code, sandbox)]
+    """The output's checks. Whatever its text, they end: an analysis that raises is this output's failed
+    check, with the reason, never the run's end (the last-resort net below)."""
+    syntax = None
+    try:
+        syntax = check_syntax(code, case.format)
+        if not syntax.passed:
+            return [syntax]
+        if case.format == "python":
+            return [syntax, *python_checks(case, code, sandbox)]
+        if case.format == "json":
+            return [syntax, *policy_checks(case, code)]
+        return [syntax, *regex_checks(case, code, sandbox)]
+    except Exception as exc:  # noqa: BLE001 (any failure of one output's analysis is that output's)
+        failed = CheckResult(name="analysis", status=CheckStatus.ANALYSIS_ERROR,
+                             message=f"the checks could not analyse this output: {type(exc).__name__}: {str(exc)[:300]}",
+                             details={"unsettled": True})  # may be the machine's (memory): never cached
+        return [syntax, failed] if syntax is not None and syntax.passed else [failed]
 
 
 # --- python ---------------------------------------------------------------------------------------------
@@ -104,81 +135,51 @@ def python_checks(case: Case, code: str, sandbox: Sandbox) -> list[CheckResult]:
     results.append(signature(code, case.expected, tests.entry_point))
     job = {
         "kind": "python", "code": code, "entry_point": tests.entry_point, "check": tests.check, "aws": tests.aws,
-        "helpers": helper_source(case.expected, tests.entry_point, tests.check),
-        "services": tests.services or services_used(case.expected, tests.check),
+        "helpers": _helper_source(case.expected, tests.entry_point, tests.check),
+        "services": tests.services or list(_services(case.expected, tests.check)),
     }
     outcome = sandbox.run(job)
     results.append(_from_sandbox("tests", outcome, fraction=1.0 if outcome.status == "PASS" else 0.0 if outcome.status == "TEST_FAIL" else None))
     return results
 
 
-def undefined_names(code: str) -> CheckResult:
-    from pyflakes import messages
+@functools.lru_cache(maxsize=1024)
+def _helper_source(reference: str, entry_point: str, check: str) -> str:
+    """The reference's imports and the top-level functions the check calls besides the entry point: trusted
+    code the check's process runs, so a check never calls a helper the candidate defined (HumanEval's poly)."""
+    import builtins
 
-    found = _checker()(parse_python(code), "<candidate>").messages
+    try:
+        tree, used_by_check = parse_python(reference), parse_python(check)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    used = {n.id for n in ast.walk(used_by_check) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - set(dir(builtins))
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    helpers = [node for node in tree.body if isinstance(node, definitions) and node.name in used and node.name != entry_point]
+    if not helpers:
+        return ""
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(ast.get_source_segment(reference, node) or "" for node in imports + helpers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _services(reference: str, check: str) -> tuple[str, ...]:
+    return tuple(services_used(reference, check))
+
+
+def undefined_names(code: str) -> CheckResult:
+    """pyflakes' undefined names, used as its own API documents (a `Checker` over the parsed module)."""
+    from pyflakes import checker, messages
+
+    try:
+        found = checker.Checker(parse_python(code), "<candidate>").messages
+    except (RecursionError, MemoryError) as exc:  # nests deeper than pyflakes' recursive walk can follow
+        return CheckResult(name="names", status=CheckStatus.ANALYSIS_ERROR,
+                           message=f"not analysed: pyflakes ran out of {'stack' if isinstance(exc, RecursionError) else 'memory'} (the code nests too deep)")
     undefined = sorted({m.message_args[0] for m in found if isinstance(m, messages.UndefinedName)})
     if undefined:
         return CheckResult(name="names", status=CheckStatus.TEST_FAIL, message=f"undefined names: {', '.join(undefined)}")
     return CheckResult(name="names", status=CheckStatus.OK, message="no undefined names")
-
-
-@functools.cache
-def _checker() -> type:
-    """pyflakes' Checker, less most of its cost: its `__init__` makes a `Builtin` binding for each of
-    ~160 builtins and adds them one by one (~half of checking a short answer). Here the module scope
-    starts with one prebuilt set of those bindings instead, shared by every check. What pyflakes writes
-    on a binding, its `used` mark, is kept per check (`_SharedBuiltin`), so one check's code never
-    changes another's messages; `tests/test_execution_checks.py` compares every message with pyflakes' own."""
-    import contextlib
-
-    from pyflakes import checker
-
-    class Checker(checker.Checker):
-        def __init__(self, *args: Any, **kwargs: Any):
-            _builtin_marks.marks = {}  # a check runs whole in __init__, in one thread
-            try:
-                super().__init__(*args, **kwargs)
-            finally:
-                _builtin_marks.marks = {}
-
-        @property
-        def builtIns(self) -> tuple:  # read only by __init__, to bind them one by one: nothing left to do
-            return ()
-
-        @builtIns.setter
-        def builtIns(self, names: frozenset) -> None:
-            self._builtin_names = frozenset(names)
-
-        @contextlib.contextmanager
-        def in_scope(self, cls):
-            with super().in_scope(cls):
-                if len(self.scopeStack) == 1:  # the module scope, which __init__ enters first
-                    self.scope.update(_builtin_bindings(self._builtin_names))
-                yield
-
-    return Checker
-
-
-_builtin_marks = threading.local()  # the running check's `used` marks on the shared builtin bindings, by name
-
-
-@functools.cache
-def _builtin_bindings(names: frozenset[str]) -> dict[str, Any]:
-    from pyflakes import checker
-
-    class _SharedBuiltin(checker.Builtin):
-        def __init__(self, name: str):
-            self.name, self.source = name, None  # no `used` of its own: the property below keeps it per check
-
-        @property
-        def used(self) -> Any:
-            return _builtin_marks.marks.get(self.name, False)
-
-        @used.setter
-        def used(self, value: Any) -> None:
-            _builtin_marks.marks[self.name] = value
-
-    return {name: _SharedBuiltin(name) for name in names}
 
 
 def signature(code: str, expected: str, entry_point: str) -> CheckResult:
@@ -338,4 +339,4 @@ def _syntax_error(message: str) -> CheckResult:
     return CheckResult(name="syntax", status=CheckStatus.SYNTAX_ERROR, message=message)
 
 
-_PARSERS = {"python": parse_python, "json": json.loads, "regex": re.compile}
+_PARSERS = {"python": parse_python, "json": parse_policy_json, "regex": re.compile}

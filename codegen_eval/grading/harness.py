@@ -344,33 +344,6 @@ def _wants_aws(check: Any) -> bool:
     return len(inspect.signature(check).parameters) >= 2
 
 
-def helper_source(reference: str, entry_point: str, check: str) -> str:
-    """The reference's imports and the top-level functions the check calls besides the entry point (trusted
-    code, run in the check's namespace), so a check never calls a helper the candidate defined."""
-    import ast
-    import builtins
-
-    try:
-        tree = ast.parse(reference)
-    except SyntaxError:
-        return ""
-    used = _free_names(check) - set(dir(builtins))
-    keep = [
-        node for node in tree.body
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        or (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in used and node.name != entry_point)
-    ]
-    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for node in keep):
-        return ""
-    return "\n".join(ast.get_source_segment(reference, node) or "" for node in keep)
-
-
-def _free_names(code: str) -> set[str]:
-    import ast
-
-    return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
-
-
 def _describe(exc: BaseException, sources: dict[str, str]) -> str:
     """The exception and where it happened, quoting the line of the check or the candidate."""
     lines = {name: text.splitlines() for name, text in sources.items()}

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal
+
+from codegen_eval.grading.wildcards import Tokens, glob_match
 
 Decision = Literal["allow", "explicit_deny", "implicit_deny"]
 PolicyType = Literal["identity", "bucket", "trust"]
@@ -52,6 +54,15 @@ class UnsupportedCondition(ValueError):
     pass
 
 
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlist, _BRIEF.maxdict = 3, 80, 80, 4, 4
+
+
+def brief(value: Any) -> str:
+    """A short repr of policy data for a message: bounded in length and depth, whatever the model wrote."""
+    return _BRIEF.repr(value)
+
+
 # --- grammar --------------------------------------------------------------------------------------------
 
 
@@ -59,9 +70,9 @@ def grammar_errors(policy: Any, policy_type: PolicyType = "identity") -> list[st
     """What makes `policy` an invalid policy of this type; empty when it is valid."""
     if not isinstance(policy, dict):
         return [f"a policy is a JSON object, not {type(policy).__name__}"]
-    errors = [f"unknown top-level key {key!r}" for key in policy if key not in {"Version", "Id", "Statement"}]
+    errors = [f"unknown top-level key {brief(key)}" for key in policy if key not in {"Version", "Id", "Statement"}]
     if policy.get("Version") not in VERSIONS:
-        errors.append(f"Version must be \"2012-10-17\", got {policy.get('Version')!r}")
+        errors.append(f"Version must be \"2012-10-17\", got {brief(policy.get('Version'))}")
     statements = policy.get("Statement")
     if isinstance(statements, dict):
         statements = [statements]
@@ -75,9 +86,10 @@ def grammar_errors(policy: Any, policy_type: PolicyType = "identity") -> list[st
 def _statement_errors(st: Any, policy_type: PolicyType) -> list[str]:
     if not isinstance(st, dict):
         return ["a statement is a JSON object"]
-    errors = [f"unknown key {key!r}" for key in st if key not in STATEMENT_KEYS]
+    errors = [f"unknown key {brief(key)}" for key in st if key not in STATEMENT_KEYS]
+    errors += _sid_errors(st, policy_type)
     if st.get("Effect") not in ("Allow", "Deny"):
-        errors.append(f"Effect must be \"Allow\" or \"Deny\", got {st.get('Effect')!r}")
+        errors.append(f"Effect must be \"Allow\" or \"Deny\", got {brief(st.get('Effect'))}")
     errors += _pair_errors(st, "Action", "NotAction", _action_shape(policy_type))
     if policy_type == "trust":
         # IAM refuses such a trust policy: "MalformedPolicyDocument: Has prohibited field Resource".
@@ -97,6 +109,19 @@ def _statement_errors(st: Any, policy_type: PolicyType) -> list[str]:
     return errors
 
 
+def _sid_errors(st: dict[str, Any], policy_type: PolicyType) -> list[str]:
+    """IAM: "The Sid element supports ASCII uppercase letters (A-Z), lowercase letters (a-z), and numbers
+    (0-9)" (identity and trust policies live in IAM). S3 takes any string: its own examples use spaces."""
+    if "Sid" not in st:
+        return []
+    sid = st["Sid"]
+    if not isinstance(sid, str):
+        return [f"Sid must be a string, got {brief(sid)}"]
+    if policy_type != "bucket" and not (sid.isascii() and (sid.isalnum() or not sid)):
+        return [f"Sid {brief(sid)}: IAM takes only the letters A-Z, a-z and digits 0-9"]
+    return []
+
+
 _KIND_NAMES = {"identity": "identity policy", "bucket": "bucket policy", "trust": "role trust policy"}
 
 
@@ -106,7 +131,7 @@ def _pair_errors(st: dict[str, Any], positive: str, negative: str, shape: Callab
         return [f"exactly one of {positive} / {negative} is required"]
     values = _as_list(st[present[0]])
     if not values or not all(isinstance(v, str) and shape(v) for v in values):
-        return [f"{present[0]} has an invalid value: {st[present[0]]!r}"]
+        return [f"{present[0]} has an invalid value: {brief(st[present[0]])}"]
     return []
 
 
@@ -133,7 +158,7 @@ def _principal_errors(key: str, block: Any) -> list[str]:
         return []
     if not isinstance(block, dict) or not block:
         return [f"{key} must be \"*\" or an object such as {{\"AWS\": ...}} or {{\"Service\": ...}}"]
-    errors = [f"{key} has an unknown principal type {kind!r}" for kind in block if kind not in PRINCIPAL_TYPES]
+    errors = [f"{key} has an unknown principal type {brief(kind)}" for kind in block if kind not in PRINCIPAL_TYPES]
     for kind, values in block.items():
         values = _as_list(values)
         if not values or not all(isinstance(v, str) and v for v in values):
@@ -141,10 +166,10 @@ def _principal_errors(key: str, block: Any) -> list[str]:
             continue
         for value in values:
             if kind == "AWS" and not (value == "*" or _ACCOUNT.fullmatch(value) or _AWS_PRINCIPAL_ARN.fullmatch(value)):
-                errors.append(f"{key}.AWS {value!r} is not an account id, an IAM/STS ARN or \"*\"")
+                errors.append(f"{key}.AWS {brief(value)} is not an account id, an IAM/STS ARN or \"*\"")
             elif value != "*" and ("*" in value or "?" in value):
                 # "You cannot use a wildcard to match part of a principal name or ARN."
-                errors.append(f"{key}.{kind} {value!r}: a wildcard cannot match part of a principal")
+                errors.append(f"{key}.{kind} {brief(value)}: a wildcard cannot match part of a principal")
     return errors
 
 
@@ -155,19 +180,19 @@ def _condition_errors(condition: Any) -> list[str]:
     for operator, tests in condition.items():
         qualifier, base, _ = _split_operator(operator)
         if qualifier not in ("", "ForAllValues", "ForAnyValue") or base not in _OPERATORS:
-            errors.append(f"unknown condition operator {operator!r}")
+            errors.append(f"unknown condition operator {brief(operator)}")
             continue
         for key, values in tests.items():
             for value in _as_list(values):
                 text = _condition_text(value)
                 if text is None:
-                    errors.append(f"Condition {operator} {key}: {value!r} is not a string")
+                    errors.append(f"Condition {operator} {key}: {brief(value)} is not a string")
                 elif base.startswith("Date") and parse_date(text) is None:
-                    errors.append(f"Condition {operator} {key}: {text!r} is not an ISO 8601 date or epoch seconds")
+                    errors.append(f"Condition {operator} {key}: {brief(text)} is not an ISO 8601 date or epoch seconds")
                 elif base.startswith("Numeric") and _number(text) is None:
-                    errors.append(f"Condition {operator} {key}: {text!r} is not a number")
+                    errors.append(f"Condition {operator} {key}: {brief(text)} is not a number")
                 elif base.endswith("IpAddress") and _network(text) is None:
-                    errors.append(f"Condition {operator} {key}: {text!r} is not an IP address or CIDR block")
+                    errors.append(f"Condition {operator} {key}: {brief(text)} is not an IP address or CIDR block")
     return errors
 
 
@@ -240,7 +265,7 @@ def _entry_matches(pattern: str, value: str, ignore_case: bool, context: dict[st
     tokens = resolve_variables(tail, context)
     if tokens is None:
         return False
-    return _token_regex(((True, head + sep), *tokens), ignore_case).fullmatch(value) is not None
+    return glob_match(((True, head + sep), *tokens), value, ignore_case)
 
 
 def _after_fifth_colon(arn: str) -> tuple[str, str, str]:
@@ -251,58 +276,51 @@ def _after_fifth_colon(arn: str) -> tuple[str, str, str]:
 
 
 def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
-    return _token_regex(((True, pattern),), ignore_case).fullmatch(value) is not None
-
-
-# A resolved string: (is_pattern, text) pieces. Policy text is pattern (`*` and `?` are wildcards);
-# what a variable took from the request, and the escapes ${*} ${?} ${$}, are literal.
-Tokens = tuple[tuple[bool, str], ...]
-_VARIABLE = re.compile(r"\$\{([^}]*)\}")
-_VARIABLE_BODY = re.compile(r"\s*([^,'\s][^,']*?)\s*(?:,\s*'((?:[^']|'')*)'\s*)?")
+    return glob_match(((True, pattern),), value, ignore_case)
 
 
 def resolve_variables(text: str, context: Mapping[str, Any]) -> Tokens | None:
     """`text` with its policy variables replaced from `context` (lower-cased keys); None when one
-    has no value and no default (a missing key, or a multivalued one)."""
+    has no value and no default (a missing key, or a multivalued one). One pass, no regex: policy text
+    comes from the model, and a backtracking pattern over it could run for minutes."""
     pieces: list[tuple[bool, str]] = []
     pos = 0
-    for found in _VARIABLE.finditer(text):
-        pieces.append((True, text[pos:found.start()]))
-        pos = found.end()
-        body = found.group(1)
+    while (start := text.find("${", pos)) >= 0 and (end := text.find("}", start + 2)) >= 0:
+        pieces.append((True, text[pos:start]))
+        pos = end + 1
+        body = text[start + 2:end]
         if body in ("*", "?", "$"):
             pieces.append((False, body))
             continue
-        parsed = _VARIABLE_BODY.fullmatch(body)
+        parsed = _variable_body(body)
         if parsed is None:
             return None
-        value = context.get(parsed.group(1).lower())
+        key, default = parsed
+        value = context.get(key.lower())
         if isinstance(value, str):
             pieces.append((False, value))
-        elif parsed.group(2) is not None:
-            pieces.append((False, parsed.group(2).replace("''", "'")))
+        elif default is not None:
+            pieces.append((False, default))
         else:
             return None
     pieces.append((True, text[pos:]))
     return tuple(p for p in pieces if p[1])
 
 
-@lru_cache(maxsize=4096)
-def _token_regex(tokens: Tokens, ignore_case: bool, arn: bool = False) -> re.Pattern[str]:
-    """A regex for resolved text. With `arn`, a wildcard in one of the first five colon-separated
-    parts stays inside that part (ArnLike checks each component separately)."""
-    body, colons = [], 0
-    for is_pattern, text in tokens:
-        for c in text:
-            inside = arn and colons < 5
-            if is_pattern and c == "*":
-                body.append("[^:]*" if inside else ".*")
-            elif is_pattern and c == "?":
-                body.append("[^:]" if inside else ".")
-            else:
-                body.append(re.escape(c))
-            colons += c == ":"
-    return re.compile("".join(body), (re.IGNORECASE if ignore_case else 0) | re.DOTALL)
+def _variable_body(body: str) -> tuple[str, str | None] | None:
+    """`key` or `key, 'default'` (a quote doubled inside the default), spaces allowed around each;
+    None when the body is neither."""
+    key, comma, rest = body.partition(",")
+    key = key.strip()
+    if not key or "'" in key:
+        return None
+    if not comma:
+        return key, None
+    rest = rest.strip()
+    inner = rest[1:-1]
+    if len(rest) < 2 or rest[0] != "'" or rest[-1] != "'" or "'" in inner.replace("''", ""):
+        return None
+    return key, inner.replace("''", "'")
 
 
 def _text(tokens: Tokens) -> str:
@@ -394,8 +412,8 @@ def _conditions_hold(condition: dict[str, Any], context: dict[str, Any], variabl
 
 def _condition(operator: str, actual: Any, expected: list[str], context: dict[str, Any] | None) -> bool:
     qualifier, base, if_exists = _split_operator(operator)
-    if base == "Null":  # "true": the key must be absent
-        return (actual is None) == (expected[0].lower() == "true")
+    if base == "Null":  # "true": the key must be absent (no value at all decides nothing: it fails)
+        return bool(expected) and (actual is None) == (expected[0].lower() == "true")
     negated = base.startswith(("StringNot", "NumericNot", "DateNot", "ArnNot", "NotIp"))
     if actual is None:
         # A missing key: IfExists passes; ForAllValues holds ("also returns true if there are no
@@ -434,9 +452,9 @@ def _comparator(base: str) -> Comparator:
     if base in ("StringEqualsIgnoreCase", "Bool"):
         return lambda a, e: a.lower() == _text(e).lower()
     if base == "StringLike":
-        return lambda a, e: _token_regex(e, False).fullmatch(a) is not None
+        return lambda a, e: glob_match(e, a)
     if base in ("ArnEquals", "ArnLike"):  # "behave identically", component by component
-        return lambda a, e: _token_regex(e, False, arn=True).fullmatch(a) is not None
+        return lambda a, e: glob_match(e, a, arn=True)
     if base.startswith("Numeric") and base in _ORDER:
         return _ordered(_number, _ORDER[base])
     if base.startswith("Date") and base in _ORDER:
@@ -471,13 +489,13 @@ def _number(text: str) -> float | None:
 def parse_date(text: str) -> datetime | None:
     """A W3C ISO 8601 date/time (no zone means UTC) or epoch seconds, as IAM's Date operators take."""
     text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return datetime.fromtimestamp(float(text), UTC)
-    if re.fullmatch(r"\d{4}-\d{2}", text):
-        text += "-01"
     try:
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return datetime.fromtimestamp(float(text), UTC)
+        if re.fullmatch(r"\d{4}-\d{2}", text):
+            text += "-01"
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a date, or one past what datetime holds (year 9999)
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

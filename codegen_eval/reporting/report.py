@@ -7,6 +7,7 @@ import csv
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from xml.etree import ElementTree
 
 import jinja2
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
+from codegen_eval.grading.text import clean_data
 from codegen_eval.reporting.results import CaseResult, Grid, Summary, SummaryBuilder, case_key
 
 
@@ -52,13 +55,20 @@ def append_results(run_dir: Path, results: list[CaseResult]) -> None:
     One write per batch under an exclusive lock, so tasks in other threads or processes (a Dask
     worker) never interleave their lines.
     """
-    data = "".join(result.model_dump_json() + "\n" for result in results).encode()
+    data = "".join(_json_line(result) for result in results).encode()
     with (Path(run_dir) / RESULTS).open("ab") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             f.write(data)
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _json_line(result: CaseResult) -> str:
+    try:
+        return result.model_dump_json() + "\n"
+    except PydanticSerializationError:  # a lone surrogate from the model or its code (UTF-8 cannot hold it)
+        return CaseResult.model_validate(clean_data(result.model_dump())).model_dump_json() + "\n"
 
 
 def iter_results(run_dir: Path) -> Iterator[CaseResult]:
@@ -227,14 +237,24 @@ def write_junit(run_dir: Path, summary: Summary) -> Path:
 def _testcase(r: CaseResult, with_model: bool = False) -> ElementTree.Element:
     """A JUnit test case, named by case (a single-model run's names are as they always were)."""
     name = r.id + (f"#{r.cid}" if r.cid else "") + (f" [{r.model}]" if with_model else "") + (f" sample {r.sample}" if r.sample else "")
-    case = ElementTree.Element("testcase", classname=f"{r.format}.{r.difficulty}", name=name)
+    case = ElementTree.Element("testcase", classname=_xml_text(f"{r.format}.{r.difficulty}"), name=_xml_text(name))
     if r.verdict.value in ("FAIL", "PARTIAL"):
         failed = next((c for c in r.checks if c.gate and not c.passed), None)
         detail = f"{failed.name}: {failed.message}" if failed else f"score {r.score}"
-        ElementTree.SubElement(case, "failure", message=f"{r.verdict.value} ({r.status})").text = detail
+        ElementTree.SubElement(case, "failure", message=_xml_text(f"{r.verdict.value} ({r.status})")).text = _xml_text(detail)
     elif r.verdict.value == "ERROR":
-        ElementTree.SubElement(case, "error", message=r.status).text = r.generation.error or r.judge.error or r.status
+        detail = r.generation.error or r.judge.error or r.status
+        ElementTree.SubElement(case, "error", message=_xml_text(r.status)).text = _xml_text(detail)
     return case
+
+
+# What XML 1.0 cannot hold even escaped (most C0 controls, lone surrogates, U+FFFE/U+FFFF). ElementTree
+# writes them as they are, and the file is then not XML: a candidate's exception message can carry them.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def write_run(run_dir: Path, summary: Summary, grid: Grid | None = None) -> Path:
