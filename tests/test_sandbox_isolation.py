@@ -188,3 +188,14 @@ def test_zygotes_and_their_jobs_die_with_the_run(tmp_path):
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in (zygote_pid, *children)):
         time.sleep(0.1)
     assert not [p for p in (zygote_pid, *children) if os.path.exists(f"/proc/{p}")]
+
+
+def test_a_job_cannot_leave_its_slots_cpu_share(sandbox):
+    """A fork bomb of setsid() children competes as one slot (issue 27: it slowed every other job ~5x):
+    every process of the job is in the slot's cgroup, where the host lets us make one (as here)."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    offered = os.access("/sys/fs/cgroup/cpu", os.W_OK) or (v2.exists() and "cpu" in v2.read_text().split())
+    code = ("import os\n\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        os._exit(0 if 'codegen-eval-' in open('/proc/self/cgroup').read() else 1)\n"
+            "    return os.waitstatus_to_exitcode(os.wait()[1])\n")
+    assert answer(sandbox, code) == (0 if offered else 1)
+    assert offered  # this machine (root, writable cgroup v1 cpu and pids) must give the share

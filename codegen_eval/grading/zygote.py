@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from codegen_eval.grading import jail
+from codegen_eval.grading import cgroups, jail
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 PR_SET_CHILD_SUBREAPER = 36
@@ -68,6 +68,8 @@ class Identity:
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _missing_here: list[str] = []  # what the zygote itself could not set up (a read-only root), added to every job
+_cgroups: list[int] = []  # the slot's cgroup.procs files (cgroups.py), joined by each job
+CGROUP_TASKS = 1024  # the check's 512 (moto's threads count) and the candidate's 32, with room
 
 
 # --- the protocol: frames of a JSON header and raw sections ---------------------------------------------------
@@ -218,6 +220,7 @@ def _job(job: dict[str, Any], who: Identity, limits: Limits, result_fd: int, wor
     result: dict[str, Any]
     try:
         jail.die_with_parent()
+        cgroups.join(_cgroups)
         os.setsid()
         python = job["kind"] == "python"
         aws = harness.needs_aws(job)
@@ -419,6 +422,7 @@ def serve(who: Identity, parent: int) -> None:
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     harness.warm_up()  # before the root is built: a Python under a closed home reads its stdlib here
     if os.geteuid() == 0:
+        _cgroups[:] = cgroups.slot_cgroups(str(who.candidate), CGROUP_TASKS)[1]
         try:
             jail.build_root(jail.root_sources(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         except OSError as exc:
