@@ -85,8 +85,10 @@ BOMB = {"kind": "python", "entry_point": "f", "aws": False, "check": "def check(
 
 
 def measure(checkout: Path, jobs: dict[str, dict[str, Any]], n: int) -> dict[str, list[float]]:
-    done = subprocess.run([sys.executable, "-c", WORKER], input=json.dumps({"jobs": jobs, "n": n}), text=True, check=True,
+    done = subprocess.run([sys.executable, "-c", WORKER], input=json.dumps({"jobs": jobs, "n": n}), text=True,
                           capture_output=True, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)})
+    if done.returncode:
+        raise SystemExit(f"the sandbox of {checkout} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.splitlines()[-1])
 
 

@@ -335,8 +335,9 @@ class _Zygote:
         if timed_out:
             _kill(pid)  # pid 1 of the job's PID namespace: every process in it dies with it
         _, wait_status = os.waitpid(pid, 0)
-        for uid in (self.who.candidate, self.who.check, self.who.endpoint):
-            _reap_uid(uid)
+        if not fresh_pid_namespace:  # else the kernel ended them all: none can leave a PID namespace
+            for uid in (self.who.candidate, self.who.check, self.who.endpoint):
+                _reap_uid(uid)
         header = {"id": request["id"], "elapsed_ms": (time.perf_counter() - started) * 1000, "timed_out": timed_out,
                   "exit": describe_exit(wait_status)}
         try:
