@@ -1,25 +1,26 @@
 """Run untrusted generated code in OS-isolated children.
 
-Isolation comes from the kernel, not from monkeypatching Python:
+Isolation comes from the kernel, not from monkeypatching Python (zygote.py, jail.py, cgroups.py):
 
-- a new network namespace (no interfaces, loopback down) and a new mount namespace in which the
-  world-writable places (/tmp, /var/tmp, /dev/shm) are read-only and the job's working directory is
-  a fresh private tmpfs (read-only rather than hidden: the project or its venv may live under /tmp);
-- resource limits: CPU seconds, address space, file size, open files, processes;
-- an unprivileged uid of its own per slot (so RLIMIT_NPROC binds, the parent cannot be signalled, and
-  every leftover process of the slot can be killed after the job, even one that escaped its group);
-- a fresh temporary working directory, its own session, SIGKILL of the group on a wall-clock timeout;
+- each zygote lives in a read-only root of its own holding only what Python and its libraries need
+  (no project directory, dataset, run output, cache or home);
+- each job is pid 1 of fresh PID, IPC, UTS, network and mount namespaces, with a /proc of its own and a
+  private tmpfs as its working directory; when it ends, the kernel ends everything it started;
+- resource limits (CPU seconds, address space, file size, open files, processes) and a cgroup per slot
+  (a CPU share and a task limit no fork bomb escapes), `no_new_privs`, no capabilities;
+- unprivileged uids per slot, leased host-wide (uids.py), so no other slot or run shares them;
+- its own session, SIGKILL of the job's PID namespace on a wall-clock timeout;
 - an environment with nothing of the parent's: no API keys, fake AWS credentials only.
 
-Fast path: a "zygote" process per slot (zygote.py, which applies all of the above to each child)
-imports what jobs need once, then forks the job's processes (~tens of ms instead of ~1 s for a fresh
-interpreter): for a python case the trusted check and, from it, the candidate, which it calls through
-a plain-data proxy (harness.py, wire.py), so nothing the candidate does reaches the verdict. Zygotes are
-single-threaded, so forking them is safe; slots give parallelism by processes, as moto is not
-thread-safe. AWS jobs and the rest have zygotes of their own: one that has imported boto3 and moto is
-~4x slower to fork and tear down, which a HumanEval or regex job should not pay. Where namespaces or
-uid changes are unavailable (not root), the child says so in `isolation` and the runner logs a loud
-warning.
+Fast path: a "zygote" process per slot imports what jobs need once, then forks the job's processes
+(~tens of ms instead of ~1 s for a fresh interpreter): for a python case the trusted check and, from
+it, the candidate, which it calls through a plain-data proxy (harness.py, wire.py), so nothing the
+candidate does reaches the verdict. Code crosses to the zygote as raw frame sections it never turns
+into strings, so no later candidate finds it in the forked heap. Zygotes are single-threaded, so
+forking them is safe; slots give parallelism by processes, as moto is not thread-safe. AWS jobs and
+the rest have zygotes of their own: one that has imported boto3 and moto is ~4x slower to fork and
+tear down, which a HumanEval or regex job should not pay. Where namespaces or uid changes are
+unavailable (not root), the child says so in `isolation` and the runner logs a loud warning.
 """
 
 from __future__ import annotations
