@@ -42,7 +42,8 @@ from pydantic import BaseModel, Field
 
 from codegen_eval.grading.harness import needs_aws
 from codegen_eval.grading import uids
-from codegen_eval.grading.zygote import Identity, Limits, encode_request
+from codegen_eval.grading.frames import encode_request
+from codegen_eval.grading.zygote import Identity, Limits
 
 __all__ = ["Limits", "Sandbox", "SandboxResult", "shared_sandbox"]
 

@@ -2,7 +2,7 @@
 
 Runs as `python -P -m codegen_eval.grading.zygote CANDIDATE_UID CHECK_UID ENDPOINT_UID GROUP PARENT_PID`,
 reading one request frame at a time on stdin and writing one reply frame per request on stdout (see
-`read_request` / `write_frame`; sandbox.py for why each measure is there). Kept free of pydantic and of
+frames.py; sandbox.py for why each measure is there). Kept free of pydantic and of
 the rest of the package, so a zygote and each of its children stay small.
 
 The zygote lives in a file system of its own (jail.py: what Python needs, read-only). A job runs in a
@@ -36,12 +36,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from codegen_eval.grading import cgroups, jail
+from codegen_eval.grading.frames import read_request, write_frame
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_RESULT_BYTES = 1 << 20
-METADATA = ("kind", "entry_point")  # the only text of a job the zygote reads as text
-FRAME = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -72,56 +71,7 @@ _cgroups: list[int] = []  # the slot's cgroup.procs files (cgroups.py), joined b
 CGROUP_TASKS = 1024  # the check's 512 (moto's threads count) and the candidate's 32, with room
 
 
-# --- the protocol: frames of a JSON header and raw sections ---------------------------------------------------
-
-
-def encode_request(request_id: int, job: dict[str, Any], limits: dict[str, Any]) -> list[bytes]:
-    """For the parent: a request frame. Every text field of the job but its metadata goes as a raw
-    section, so the zygote never builds a string of it (lone surrogates survive: surrogatepass)."""
-    sections = {k: v.encode("utf-8", "surrogatepass") for k, v in job.items() if isinstance(v, str) and k not in METADATA}
-    meta = {k: v for k, v in job.items() if k not in sections}
-    header = json.dumps({"id": request_id, "limits": limits, "job": meta, "sections": [[k, len(v)] for k, v in sections.items()]}).encode()
-    return [FRAME.pack(len(header)), header, *sections.values()]
-
-
-def _read_exactly(fd: int, buffer: bytearray | memoryview) -> bool:
-    view, done = memoryview(buffer), 0
-    while done < len(view):
-        n = os.readv(fd, [view[done:]])
-        if n == 0:
-            return False
-        done += n
-    return True
-
-
-def read_request(fd: int) -> dict[str, Any] | None:
-    """The next request, its sections as bytearrays read straight from the pipe; None at end of input."""
-    size = bytearray(FRAME.size)
-    if not _read_exactly(fd, size):
-        return None
-    header = bytearray(FRAME.unpack(size)[0])
-    if not _read_exactly(fd, header):
-        return None
-    request = json.loads(header)
-    for name, length in request.pop("sections"):
-        buffer = bytearray(length)
-        if not _read_exactly(fd, buffer):
-            return None
-        request["job"][name] = buffer
-    return request
-
-
-def write_frame(fd: int, header: dict[str, Any], payload: memoryview | bytes = b"") -> None:
-    """A reply: a JSON header (the request's id, the zygote's own findings) and the job's result, raw."""
-    data = json.dumps({**header, "payload": len(payload)}).encode()
-    parts = [memoryview(FRAME.pack(len(data)) + data), memoryview(payload)]
-    while parts:
-        n = os.writev(fd, parts)
-        while parts and n >= len(parts[0]):
-            n -= len(parts[0])
-            parts.pop(0)
-        if parts and n:
-            parts[0] = parts[0][n:]
+# --- code sections (see frames.py) -----------------------------------------------------------------------------
 
 
 def scrub(job: dict[str, Any]) -> None:
