@@ -145,12 +145,16 @@ def _become(uid: int, group: int, limits: Limits, workdir: str) -> list[str]:
     os.umask(0o002)
     if os.geteuid() != 0:
         return ["an unprivileged uid (not root: the candidate may signal the check, process limits are weaker)"]
+    missing = []
     os.setgroups([group])
     os.setgid(group)
-    jail.drop_privileges()
+    try:
+        jail.drop_privileges()
+    except OSError as exc:  # a root without CAP_SETPCAP (some containers): the uid change still drops the rest
+        missing.append(f"an empty capability bounding set ({exc})")
     os.setuid(uid)
     jail.die_with_parent()  # the uid change cleared it
-    return []
+    return missing
 
 
 def _fresh_environment(workdir: str, extra: dict[str, str]) -> None:
