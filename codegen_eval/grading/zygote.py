@@ -102,6 +102,11 @@ def _namespaces(workdir: str, group: int, loopback: bool) -> list[str]:
     try:
         jail.enter_job(workdir, group)
     except OSError as exc:
+        try:  # a plain directory then (mkdtemp's, mode 700): both sides must still write there
+            os.chown(workdir, 0, group)
+            os.chmod(workdir, 0o2770)
+        except OSError:
+            pass
         return [f"namespaces ({exc.strerror})"]
     if loopback and not _loopback_up():
         return ["a loopback interface for moto"]
