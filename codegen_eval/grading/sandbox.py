@@ -1,25 +1,26 @@
 """Run untrusted generated code in OS-isolated children.
 
-Isolation comes from the kernel, not from monkeypatching Python:
+Isolation comes from the kernel, not from monkeypatching Python (zygote.py, jail.py, cgroups.py):
 
-- a new network namespace (no interfaces, loopback down) and a new mount namespace in which the
-  world-writable places (/tmp, /var/tmp, /dev/shm) are read-only and the job's working directory is
-  a fresh private tmpfs (read-only rather than hidden: the project or its venv may live under /tmp);
-- resource limits: CPU seconds, address space, file size, open files, processes;
-- an unprivileged uid of its own per slot (so RLIMIT_NPROC binds, the parent cannot be signalled, and
-  every leftover process of the slot can be killed after the job, even one that escaped its group);
-- a fresh temporary working directory, its own session, SIGKILL of the group on a wall-clock timeout;
+- each zygote lives in a read-only root of its own holding only what Python and its libraries need
+  (no project directory, dataset, run output, cache or home);
+- each job is pid 1 of fresh PID, IPC, UTS, network and mount namespaces, with a /proc of its own and a
+  private tmpfs as its working directory; when it ends, the kernel ends everything it started;
+- resource limits (CPU seconds, address space, file size, open files, processes) and a cgroup per slot
+  (a CPU share and a task limit no fork bomb escapes), `no_new_privs`, no capabilities;
+- unprivileged uids per slot, leased host-wide (uids.py), so no other slot or run shares them;
+- its own session, SIGKILL of the job's PID namespace on a wall-clock timeout;
 - an environment with nothing of the parent's: no API keys, fake AWS credentials only.
 
-Fast path: a "zygote" process per slot (zygote.py, which applies all of the above to each child)
-imports what jobs need once, then forks the job's processes (~tens of ms instead of ~1 s for a fresh
-interpreter): for a python case the trusted check and, from it, the candidate, which it calls through
-a plain-data proxy (harness.py, wire.py), so nothing the candidate does reaches the verdict. Zygotes are
-single-threaded, so forking them is safe; slots give parallelism by processes, as moto is not
-thread-safe. AWS jobs and the rest have zygotes of their own: one that has imported boto3 and moto is
-~4x slower to fork and tear down, which a HumanEval or regex job should not pay. Where namespaces or
-uid changes are unavailable (not root), the child says so in `isolation` and the runner logs a loud
-warning.
+Fast path: a "zygote" process per slot imports what jobs need once, then forks the job's processes
+(~tens of ms instead of ~1 s for a fresh interpreter): for a python case the trusted check and, from
+it, the candidate, which it calls through a plain-data proxy (harness.py, wire.py), so nothing the
+candidate does reaches the verdict. Code crosses to the zygote as raw frame sections it never turns
+into strings, so no later candidate finds it in the forked heap. Zygotes are single-threaded, so
+forking them is safe; slots give parallelism by processes, as moto is not thread-safe. AWS jobs and
+the rest have zygotes of their own: one that has imported boto3 and moto is ~4x slower to fork and
+tear down, which a HumanEval or regex job should not pay. Where namespaces or uid changes are
+unavailable (not root), the child says so in `isolation` and the runner logs a loud warning.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import logging
 import os
 import queue
+import struct
 import subprocess
 import sys
 import threading
@@ -39,14 +41,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from codegen_eval.grading.harness import needs_aws
+from codegen_eval.grading import uids
+from codegen_eval.grading.frames import encode_request
 from codegen_eval.grading.zygote import Identity, Limits
 
 __all__ = ["Limits", "Sandbox", "SandboxResult", "shared_sandbox"]
 
 log = logging.getLogger(__name__)
 
-# Per-slot uids from a range no real account uses; derived from the pid so two runs do not share one.
-UID_BASE = 200_000
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -60,33 +62,61 @@ class SandboxResult(BaseModel):
 
 
 class _Zygote:
-    def __init__(self, who: Identity):
+    def __init__(self, who: Identity, lock: int):
         self.who = who
         self._ids = itertools.count()
-        # The zygote imports this very copy of the package, wherever it is installed or checked out.
+        # The zygote imports this very copy of the package, wherever it is installed or checked out; -P:
+        # not the current directory (which may be the project's, or a run's output).
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": PACKAGE_ROOT}
+        args = [str(n) for n in (who.candidate, who.check, who.endpoint, who.group, os.getpid())]
+        # It holds its uid slot's lock for as long as it lives (see uids.py).
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "codegen_eval.grading.zygote", str(who.candidate), str(who.check), str(who.group), str(who.endpoint)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
+            [sys.executable, "-P", "-m", "codegen_eval.grading.zygote", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/", bufsize=0, pass_fds=(lock,),
         )
 
     def run(self, job: dict[str, Any], limits: Limits) -> dict[str, Any]:
         assert self.process.stdin and self.process.stdout
         request_id = next(self._ids)
-        self.process.stdin.write(json.dumps({"id": request_id, "job": job, "limits": asdict(limits)}) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"sandbox zygote exited ({self.process.poll()})")
-        result = json.loads(line)
+        for part in encode_request(request_id, job, asdict(limits)):
+            self.process.stdin.write(part)
+        header = json.loads(self._read(struct.unpack(">I", self._read(4))[0]))
+        payload = self._read(header["payload"])
         # Only the zygote writes this pipe (no job holds it); the id makes a mix-up loud, never silent.
-        if result.pop("id", None) != request_id:
+        if header.get("id") != request_id:
             raise RuntimeError("sandbox zygote answered out of turn")
-        return result
+        return _result(header, payload, limits)
+
+    def _read(self, size: int) -> bytes:
+        assert self.process.stdout
+        data = self.process.stdout.read(size) if size else b""
+        while data is not None and len(data) < size:
+            more = self.process.stdout.read(size - len(data))
+            if not more:
+                raise RuntimeError(f"sandbox zygote exited ({self.process.poll()})")
+            data += more
+        return data
 
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def _result(header: dict[str, Any], payload: bytes, limits: Limits) -> dict[str, Any]:
+    """The job's result, or what the zygote saw of a job that gave none (parsed here: the zygote never parses)."""
+    elapsed = header["elapsed_ms"]
+    if header["timed_out"]:
+        return {"status": "TIMEOUT", "message": f"no result within {limits.wall_s:g} s (killed)", "elapsed_ms": elapsed}
+    try:
+        result = json.loads(payload)
+        if not isinstance(result, dict):
+            raise ValueError
+    except ValueError:
+        how = str(header.get("exit", ""))
+        status = "TIMEOUT" if "SIGXCPU" in how else "SANDBOX_ERROR"
+        return {"status": status, "message": f"the job gave no result ({how})", "elapsed_ms": elapsed}
+    result["elapsed_ms"] = elapsed
+    return result
 
 
 class Sandbox:
@@ -96,11 +126,9 @@ class Sandbox:
         self.slots = slots or os.cpu_count() or 1
         self.limits = limits or Limits()
         self._idle: dict[bool, queue.Queue[_Zygote | None]] = {True: queue.Queue(), False: queue.Queue()}
-        base = UID_BASE + (os.getpid() % 100_000) * 64
         for lane in self._idle.values():
             for _ in range(self.slots):
                 lane.put(None)  # started on first use
-        self._identities = itertools.cycle([Identity(candidate=uid, check=uid + 1, group=uid, endpoint=uid + 2) for uid in range(base, base + 63, 3)])
         self._lock = threading.Lock()
         self._all: list[_Zygote] = []
         self._warned = False
@@ -126,16 +154,51 @@ class Sandbox:
         return result
 
     def _start(self) -> _Zygote:
+        """A zygote dies with the thread that started it (PR_SET_PDEATHSIG), and a caller's thread may end
+        before the run does: one long-lived thread starts them all."""
+        done: queue.Queue[_Zygote | BaseException] = queue.Queue()
+        _spawner().put((self._spawn, done))
+        zygote = done.get()
+        if isinstance(zygote, BaseException):
+            raise zygote
+        return zygote
+
+    def _spawn(self) -> _Zygote:
+        who, lock = uids.lease()
+        try:
+            zygote = _Zygote(who, lock)
+        finally:
+            os.close(lock)  # the zygote holds it now
         with self._lock:
-            zygote = _Zygote(next(self._identities))
             self._all.append(zygote)
-            return zygote
+        return zygote
 
     def close(self) -> None:
         with self._lock:
             for zygote in self._all:
                 zygote.close()
             self._all.clear()
+
+
+_spawn_queue: queue.Queue[Any] | None = None
+
+
+def _spawner() -> queue.Queue[Any]:
+    global _spawn_queue
+    with _shared_lock:
+        if _spawn_queue is None:
+            _spawn_queue = queue.Queue()
+            threading.Thread(target=_spawn_forever, args=(_spawn_queue,), name="sandbox-spawner", daemon=True).start()
+        return _spawn_queue
+
+
+def _spawn_forever(requests: queue.Queue[Any]) -> None:
+    while True:
+        spawn, done = requests.get()
+        try:
+            done.put(spawn())
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            done.put(exc)
 
 
 _shared: Sandbox | None = None

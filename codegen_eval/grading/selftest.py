@@ -78,16 +78,16 @@ _passed: set[int] = set()  # sandboxes (by id) that passed in this process: the 
 
 def installation_key() -> str:
     """What the self-test's outcome depends on: the checker, the interpreter and where its libraries
-    live, who runs it, and which closed directories the sandbox must open. A pass is remembered under
+    live, who runs it, and what the sandbox's file system is made of. A pass is remembered under
     it, so a cached re-run does not warm boto3 and moto only to grade the snippets again."""
     import hashlib
     import json
     import sys
 
     from codegen_eval.grading.fingerprint import checker_fingerprint
-    from codegen_eval.grading.zygote import exposure_plan
+    from codegen_eval.grading.jail import root_sources
 
-    basis = [checker_fingerprint(), sys.executable, sys.prefix, sys.path, os.geteuid(), exposure_plan(sys.path)]
+    basis = [checker_fingerprint(), sys.executable, sys.prefix, sys.path, os.geteuid(), root_sources(str(Path(__file__).parent.parent))]
     return "selftest:" + hashlib.sha256(json.dumps(basis, default=str).encode()).hexdigest()
 
 
