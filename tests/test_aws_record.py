@@ -243,3 +243,39 @@ def test_a_check_that_spies_on_botocore_is_refused_with_the_aws_parameter_named(
         load_dataset(path)
     text = str(error.value)
     assert f"{path}:1" in text and "check line 5 registers an event hook" in text and "def check(candidate, aws)" in text
+
+
+ROUND_TRIPS = [  # (service, operation, params): every protocol botocore speaks, and the REST look-alikes
+    ("s3", "PutObject", {"Bucket": "bkt", "Key": "a/b", "Body": b"xyz", "ContentType": "text/plain"}),
+    ("s3", "CopyObject", {"Bucket": "bkt", "Key": "k", "CopySource": "src/k", "MetadataDirective": "REPLACE"}),
+    ("s3", "UploadPart", {"Bucket": "b", "Key": "k", "PartNumber": 1, "UploadId": "u", "Body": b"1"}),
+    ("s3", "UploadPartCopy", {"Bucket": "b", "Key": "k", "PartNumber": 1, "UploadId": "u", "CopySource": "s/k"}),
+    ("s3", "ListObjectsV2", {"Bucket": "b", "MaxKeys": 4, "ContinuationToken": "t"}),
+    ("s3", "ListObjects", {"Bucket": "b", "Marker": "m"}),
+    ("s3", "DeleteObjects", {"Bucket": "b", "Delete": {"Objects": [{"Key": "a"}, {"Key": "b"}]}}),
+    ("s3", "PutBucketTagging", {"Bucket": "b", "Tagging": {"TagSet": [{"Key": "a", "Value": "b"}]}}),
+    ("iam", "ListUsers", {"PathPrefix": "/a/", "MaxItems": 5}),
+    ("sns", "Publish", {"TopicArn": "arn", "Message": "m", "MessageAttributes": {"a": {"DataType": "String", "StringValue": "v"}}}),
+    ("ec2", "DescribeInstances", {"Filters": [{"Name": "tag:Env", "Values": ["prod", "dev"]}], "MaxResults": 5}),
+    ("sqs", "SendMessageBatch", {"QueueUrl": "q", "Entries": [{"Id": "1", "MessageBody": "b"}]}),
+    ("dynamodb", "Query", {"TableName": "t", "KeyConditionExpression": "pk = :v", "ExpressionAttributeValues": {":v": {"S": "a"}}, "Limit": 2}),
+    ("lambda", "Invoke", {"FunctionName": "f", "Payload": b"{}"}),
+    ("kinesis", "PutRecords", {"StreamName": "s", "Records": [{"Data": b"abc", "PartitionKey": "p"}]}),
+]
+
+
+@pytest.mark.parametrize(("service", "operation", "params"), ROUND_TRIPS, ids=[f"{s}.{o}" for s, o, _ in ROUND_TRIPS])
+def test_requests_decode_to_botocore_member_names(service, operation, params):
+    import hashlib
+
+    from codegen_eval.grading import aws_wire
+
+    sent = aws_wire.serialize(service, operation, params)
+    path, _, query = sent["url_path"].partition("?")
+    headers = {k.lower(): v for k, v in sent["headers"].items()}
+    received = aws_wire.Request(sent["method"], path, "&".join(q for q in (query, sent["query_string"]) if q), headers, sent["body"])
+    uploads = {k: {"size": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in params.items() if isinstance(v, bytes)}
+    expected = {**params, **uploads}
+    if service == "kinesis":
+        expected["Records"] = [{"Data": {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}, "PartitionKey": "p"}]
+    assert aws_wire.decode(service, received) == (operation, expected)

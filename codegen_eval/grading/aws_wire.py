@@ -195,12 +195,15 @@ def _from_query(shape: Any, prefix: str, form: dict[str, str], ec2: bool) -> Any
 
 
 @lru_cache(maxsize=None)
-def _routes(service: str) -> list[tuple[str, re.Pattern[str], list[str], list[tuple[str, str]], int]]:
-    """(operation, path pattern, labels, required query pairs, literal length) for each REST operation."""
+def _routes(service: str) -> list[tuple[str, str, re.Pattern[str], list[str], list[tuple[str, str]], int, list[str]]]:
+    """(operation, method, path pattern, labels, required query pairs, literal length, required headers) for
+    each REST operation: PutObject, CopyObject, UploadPart and UploadPartCopy share `PUT /{Bucket}/{Key+}`,
+    and only their required headers (`x-amz-copy-source`) and query parameters tell them apart."""
     model = service_model(service)
     routes = []
     for name in model.operation_names:
-        http = model.operation_model(name).http
+        operation = model.operation_model(name)
+        http = operation.http
         path, _, query = http.get("requestUri", "/").partition("?")
         labels, pattern, literal = [], "", 0
         for piece in re.split(r"(\{[^}]+\})", path):
@@ -213,19 +216,26 @@ def _routes(service: str) -> list[tuple[str, re.Pattern[str], list[str], list[tu
                 pattern += re.escape(piece)
                 literal += len(piece)
         required = [(k, v[0] if v else "") for k, v in parse_qs(query, keep_blank_values=True).items()]
-        routes.append((name, http.get("method", "GET"), re.compile(pattern.rstrip("/") + "/?"), labels, required, literal))
-    return routes  # type: ignore[return-value]
+        shape = operation.input_shape
+        members = [shape.members[m] for m in shape.required_members] if shape is not None else []
+        headers = [m.serialization.get("name", "").lower() for m in members if m.serialization.get("location") == "header"]
+        # required query members (UploadPart's partNumber and uploadId) tell it from PutObject
+        required += [(m.serialization.get("name", ""), "") for m in members if m.serialization.get("location") == "querystring"]
+        routes.append((name, http.get("method", "GET"), re.compile(pattern.rstrip("/") + "/?"), labels, required, literal, headers))
+    return routes
 
 
 def _rest_operation(model: Any, request: Request) -> Any:
     query = parse_qs(request.query, keep_blank_values=True)
     best, best_rank = None, None
-    for name, method, pattern, _labels, required, literal in _routes(model.service_name):  # type: ignore[misc]
+    for name, method, pattern, _labels, required, literal, headers in _routes(model.service_name):
         if method != request.method or not pattern.fullmatch(request.path):
             continue
         if any(key not in query or (value and query[key][0] != value) for key, value in required):
             continue
-        rank = (len(required), literal)
+        if any(header not in request.headers for header in headers):
+            continue
+        rank = (len(required), len(headers), literal)
         if best_rank is None or rank > best_rank:
             best, best_rank = name, rank
     return model.operation_model(best) if best else None
