@@ -28,7 +28,8 @@ HONEST_CASES = ["s3-list-all-keys", "s3-delete-prefix", "dynamodb-put-if-absent"
 
 def honest_outputs() -> list[dict]:
     cases = {c.id: c for c in load_dataset(DATASET)}
-    broken = {row["id"]: row["output"] for row in map(json.loads, (DATA / "broken_variants.jsonl").read_text().splitlines())}
+    rows = map(json.loads, (DATA / "broken_variants.jsonl").read_text().splitlines())
+    broken = {row["id"]: row["output"] for row in rows if row["cid"] == "broken"}
     rows = []
     for case_id in HONEST_CASES:
         rows.append({"id": case_id, "cid": "honest:reference", "output": cases[case_id].expected})

@@ -82,7 +82,8 @@ def shipped_labels(cases: list[Case], broken: str | Path = BROKEN_VARIANTS) -> l
     for line in broken.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            variants[record["id"]] = record["output"]
+            if record.get("cid", "broken") == "broken":  # the case's one hand-written variant, not the extra ones
+                variants[record["id"]] = record["output"]
     items = []
     for case in cases:
         if case.id in variants:
