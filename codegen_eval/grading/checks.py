@@ -83,6 +83,10 @@ def check_syntax(code: str, fmt: Format) -> CheckResult:
         return CheckResult(name="syntax", status=CheckStatus.ANALYSIS_ERROR,
                            message=f"not analysed: {len(code):,} characters, over the {MAX_CHARS[fmt]:,} this grader takes for {fmt}")
     try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no file, API or AWS takes it, in any format
+        return _syntax_error(f"an unpaired surrogate at position {exc.start}: not UTF-8 text")
+    try:
         _PARSERS[fmt](code)
     except SyntaxError as exc:
         return _syntax_error(f"line {exc.lineno}: {exc.msg}")
