@@ -172,8 +172,9 @@ def test_the_names_check_says_what_pyflakes_says_from_many_threads_at_once():
         ("x = " + "-" * 50_000 + "1", "python", CheckStatus.SYNTAX_ERROR, "too deeply nested"),  # MemoryError in the parser
         ("x = " + "a." * 40_000 + "a", "python", CheckStatus.SYNTAX_ERROR, "recursion"),
         ("# x\n" * 30_000, "python", CheckStatus.ANALYSIS_ERROR, "120,000 characters, over the 100,000"),
-        ("(?i)" + "[\x00-\U0010ffff]" * 300, "regex", CheckStatus.ANALYSIS_ERROR, "over the 1,000"),
-        ("x = '\ud800'", "python", CheckStatus.SYNTAX_ERROR, "surrogates not allowed"),
+        ("(?i)" + "[\x00-\U0010ffff]" * 100, "regex", CheckStatus.ANALYSIS_ERROR, "504 characters, over the 500"),
+        ("x = '\ud800'", "python", CheckStatus.SYNTAX_ERROR, "an unpaired surrogate at position 5: not UTF-8 text"),
+        ("^a\udc00$", "regex", CheckStatus.SYNTAX_ERROR, "an unpaired surrogate at position 2: not UTF-8 text"),
         ('{"Version": "2012-10-17", "Id": NaN}', "json", CheckStatus.SYNTAX_ERROR, "NaN is not a JSON number"),
         ('{"Id": Infinity}', "json", CheckStatus.SYNTAX_ERROR, "Infinity is not a JSON number"),
         ('{"Id": [-Infinity]}', "json", CheckStatus.SYNTAX_ERROR, "-Infinity is not a JSON number"),

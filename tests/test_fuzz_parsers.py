@@ -38,7 +38,8 @@ def bounded(fn, *args):
 
 def repeated(pieces: list[str], most: int) -> st.SearchStrategy[str]:
     """One piece many times (deep nesting, long chains), maybe closed and followed by a tail."""
-    return st.builds(lambda piece, n, tail: piece * n + tail, st.sampled_from(pieces), st.integers(0, most), st.sampled_from(["1", "x", ")", "", "]"]))
+    counts = st.sampled_from([n for n in (2, 10, 20, 200, 900, 5_000, 20_000, 60_000) if n <= most]) | st.integers(0, most)
+    return st.builds(lambda piece, n, tail: piece * n + tail, st.sampled_from(pieces), counts, st.sampled_from(["1", "x", ")", "", "]"]))
 
 
 # --- python ---------------------------------------------------------------------------------------------
@@ -51,14 +52,25 @@ python_text = st.one_of(
 )
 
 
-@FUZZ
-@given(python_text)
-def test_python_parsers_always_answer(code):
+def python_answers(code: str) -> None:
     syntax = bounded(check_syntax, code, "python")
     assert isinstance(syntax, CheckResult)
     if syntax.passed:
         assert isinstance(bounded(undefined_names, code), CheckResult)
         assert isinstance(bounded(signature, code, "def f(a, b=1):\n    pass\n", "f"), CheckResult)
+
+
+@FUZZ
+@given(python_text)
+def test_python_parsers_always_answer(code):
+    python_answers(code)
+
+
+@settings(FUZZ, max_examples=120)
+@given(st.sampled_from(["x = ", "def f():\n    return "]), repeated(["-", "not ", "lambda: ", "1+", "a.", "f(", "x[0]", "x if y else "], 60_000))
+def test_python_parsers_answer_deep_and_long_code(head, body):
+    """Chains and nesting past what CPython's parser and pyflakes' recursive walk can follow."""
+    python_answers(head + body)
 
 
 # --- IAM policies ---------------------------------------------------------------------------------------
@@ -82,7 +94,7 @@ statement = st.fixed_dictionaries(
 )
 policies = st.fixed_dictionaries({"Version": st.sampled_from(["2012-10-17", "2008-10-17", "x"]), "Statement": st.lists(statement, min_size=1, max_size=3)})
 PROBES = {
-    "identity": {"allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::ab/aaaa:b", "context": {"aws:username": "a*", "aws:CurrentTime": "2026-01-01T00:00:00Z",
+    "identity": {"allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::ab/aaaa:b", "context": {"aws:username": "arn:aws:s3:::" + "a" * 3000, "aws:CurrentTime": "2026-01-01T00:00:00Z",
                                                                                                      "aws:SourceIp": "10.0.0.1", "s3:prefix": ["a", "b"]}}],
                  "deny": [{"action": "s3:PutObject", "resource": "arn:aws:s3:::" + "a" * 2000}]},
     "bucket": {"allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::ab/c", "principal": {"AWS": "arn:aws:iam::123456789012:role/x/r"}}],
@@ -98,13 +110,29 @@ def policy_case(policy_type: str) -> Case:
 CASES = {kind: policy_case(kind) for kind in PROBES}
 
 
-@FUZZ
-@given(policies, st.sampled_from(sorted(CASES)))
-def test_policy_checks_always_answer(policy, policy_type):
+def policy_answers(policy: dict, policy_type: str) -> None:
     text = json.dumps(policy)
     if bounded(check_syntax, text, "json").passed:
         results = bounded(policy_checks, CASES[policy_type], text)
         assert results and all(isinstance(r, CheckResult) for r in results)
+
+
+@FUZZ
+@given(policies, st.sampled_from(sorted(CASES)))
+def test_policy_checks_always_answer(policy, policy_type):
+    policy_answers(policy, policy_type)
+
+
+@settings(FUZZ, max_examples=60)
+@given(repeated(["*a", "*?", "${", "${a ", "?*"], 20_000), st.sampled_from(["Resource", "StringLike", "ArnLike", "Date"]))
+def test_policy_checks_answer_long_wildcards_and_variables(text, where):
+    """Wildcard and variable text that a regex-based matcher backtracks on for minutes."""
+    statement = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::" + text}
+    if where in ("StringLike", "ArnLike"):
+        statement = {**statement, "Resource": "*", "Condition": {where: {"aws:username": "arn:aws:s3:::" + text}}}
+    elif where == "Date":
+        statement = {**statement, "Resource": "*", "Condition": {"DateLessThan": {"aws:CurrentTime": text.replace("*", "9").replace("a", "9")}}}
+    policy_answers({"Version": "2012-10-17", "Statement": [statement]}, "identity")
 
 
 json_pieces = ['{"a": ', '"a": 1, ', "[", "]", "{", "}", "NaN", "-Infinity", "1e999", '"\\ud800"', '"\\udfff\\ud800"', '"\\u', "\ud800", ",", ":", '"', "9" * 5000]
@@ -165,7 +193,7 @@ def test_dates_parse_or_say_none(text):
 REGEX_PIECES = ["(", ")", "(?i)", "(?P<a>", "(?:", "[", "]", "[^", "\x00-\U0010ffff", "a-z", "*", "+", "?", "{1000}", "{2,}", "|", "\\", "\\d",
                 "\\1", ".", "^", "$", "(?=", "(?<=a)", "a"]
 regex_text = st.one_of(st.text(max_size=100), st.lists(st.sampled_from(REGEX_PIECES), max_size=120).map("".join),
-                       repeated(["(", "(?i)[\x00-\U0010ffff]", "(a)", "a{65535}"], 400))
+                       repeated(["(", "(?i)[\x00-\U0010ffff]", "(a)", "a{65535}"], 5_000))
 
 
 @FUZZ
