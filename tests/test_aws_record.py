@@ -279,3 +279,46 @@ def test_requests_decode_to_botocore_member_names(service, operation, params):
     if service == "kinesis":
         expected["Records"] = [{"Data": {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}, "PartitionKey": "p"}]
     assert aws_wire.decode(service, received) == (operation, expected)
+
+
+# Requests written so that the record and moto would disagree on the operation (found by a red team):
+# refused, so a disguised Scan or a batch hidden from its handler changes nothing.
+DISGUISED_SCAN = 'import json\n\nimport boto3\n\n\ndef _disguise(request, **kwargs):\n    # moto picks the operation from ?Action= before X-Amz-Target; the grader\'s record reads only the header\n    request.url += "?Action=Scan"\n    request.headers["X-Amz-Target"] = "DynamoDB_20120810.Query"\n    body = json.loads(request.body)\n    body["KeyConditionExpression"] = "pk = :pk"\n    request.body = json.dumps(body).encode()\n    request.headers["Content-Length"] = str(len(request.body))\n\n\ndef sort_keys(table, pk):\n    client = boto3.client("dynamodb")\n    client.meta.events.register("before-send.dynamodb.Scan", _disguise)\n    items = client.scan(TableName=table)["Items"]\n    return [item["sk"]["S"] for item in items if item["pk"]["S"] == pk]\n'
+HIDDEN_BATCH = 'import boto3\n\n\ndef _hide(request, **kwargs):\n    # ?Action= picks moto\'s operation; the header names another one, so no handler sees this batch\n    request.url += "?Action=BatchWriteItem"\n    request.headers["X-Amz-Target"] = "DynamoDB_20120810.DescribeLimits"\n\n\ndef write_all(table, keys):\n    client = boto3.client("dynamodb")\n    requests = [{"PutRequest": {"Item": {"pk": {"S": k}}}} for k in keys]\n    hidden = boto3.client("dynamodb")\n    hidden.meta.events.register("before-send.dynamodb.BatchWriteItem", _hide)\n    for start in range(0, len(requests), 25):\n        batch = requests[start:start + 25]\n        # no retry of UnprocessedItems: every full batch goes where no handler looks\n        (hidden if len(batch) == 25 else client).batch_write_item(RequestItems={table: batch})\n'
+SNS_CHECK = '''
+def check(candidate, aws):
+    import boto3
+    arn = boto3.client("sns", region_name="us-east-1").create_topic(Name="t")["TopicArn"]
+    try:
+        candidate(arn)  # its request is refused: a 400 the candidate raises
+    except Exception:
+        pass
+    assert [t["TopicArn"] for t in boto3.client("sns", region_name="us-east-1").list_topics()["Topics"]] == [arn]
+    assert [c["operation"] for c in aws.calls()] == [""] and "refused" in aws.calls()[0]["params"], aws.calls()
+'''
+BODY_VS_URL = 'import os\nimport urllib.request\n\nAUTH = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0"\n\n\ndef f(topic_arn):\n    # the record reads the body\'s Action (ListTopics); moto, with no form body, runs the URL\'s (DeleteTopic)\n    url = os.environ["AWS_ENDPOINT_URL"] + "/?Action=DeleteTopic&TopicArn=" + topic_arn\n    request = urllib.request.Request(url, data=b"Action=ListTopics", method="POST",\n                                     headers={"Authorization": AUTH, "Content-Type": "text/plain"})\n    return urllib.request.urlopen(request).status\n'
+SNS_REFERENCE = 'import boto3\ndef f(topic_arn):\n    return boto3.client("sns").list_topics()\n'
+VIRTUAL_HOST = '''
+import boto3
+def keys(bucket):
+    client = boto3.client("s3")
+    def elsewhere(request, **kwargs):  # a virtual-host bucket: moto would read the bucket from Host, the record from the path
+        request.headers["Host"] = "other.s3.amazonaws.com"
+    client.meta.events.register("before-send.s3.ListObjectsV2", elsewhere)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+'''
+
+
+@pytest.mark.parametrize(("entry", "reference", "check", "output"), [
+    ("sort_keys", QUERY, QUERY_CHECK, DISGUISED_SCAN),
+    ("write_all", RETRIES, BATCH_CHECK, HIDDEN_BATCH),
+    ("keys", PAGER, PAGING_CHECK, VIRTUAL_HOST),
+], ids=["action-in-url-disguises-a-scan", "action-in-url-hides-a-batch-from-its-handler", "virtual-host-bucket"])
+def test_a_request_the_record_would_misname_is_refused(sandbox, entry, reference, check, output):
+    status, message = grade(sandbox, entry, reference, check, output)
+    assert status == "TEST_FAIL" and "InvalidRequest" in message, message
+
+
+def test_a_query_body_that_moto_would_ignore_is_refused(sandbox):
+    assert grade(sandbox, "f", SNS_REFERENCE, SNS_CHECK, BODY_VS_URL) == ("OK", "check(candidate) passed")

@@ -112,18 +112,23 @@ class Endpoint:
             service = None
         if who == self.check_uid and service in self.apps:
             return self.apps[service](_environ_with_body(environ, body), start_response)
+        refused = aws_wire.refusal(service, request, f"127.0.0.1:{self.port}") if service in self.apps else "not served"
         operation, params = "", aws_wire.unknown(request)
-        if service in self.apps:
+        if not refused:
             try:
                 operation, params = aws_wire.decode(service, request)
             except Exception as exc:  # noqa: BLE001 (a malformed request is recorded as such; moto answers it)
                 params = {"undecodable": f"{type(exc).__name__}: {exc}"[:300]}
+        else:
+            params["refused"] = refused
         if who == self.candidate_uid:
             with self._lock:
                 self.record.append({"service": service or "", "operation": operation, "params": params})
         if service not in self.apps:
             text = f"this case's AWS endpoint does not serve {service or 'this request'}; it serves {', '.join(sorted(self.apps))}\n"
             return _answer(start_response, 403, {"Content-Type": "text/plain"}, text.encode())
+        if refused:
+            return _answer(start_response, *aws_wire.error_answer(service, "InvalidRequest", refused, 400))
         if operation and operation in self.handled:
             return _answer(start_response, *self._decide(service, operation, params, environ, body))
         return self.apps[service](_environ_with_body(environ, body), start_response)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import gzip
 import hashlib
 import json
 import re
@@ -67,6 +68,77 @@ def service_of(request: Request, allowed: list[str]) -> str | None:
     return None
 
 
+_FORM = "application/x-www-form-urlencoded"
+
+
+def refusal(service: str, request: Request, host: str) -> str | None:
+    """Why a request may not reach moto, or None. The record names the operation botocore's model finds in
+    the request; moto finds its own (an `Action` in the URL before the JSON target, a form body, a
+    virtual-host bucket, a gzip body). Requests where the two could differ are refused: botocore never
+    sends them, so only a request written to disagree with its record is."""
+    if request.headers.get("host", "").lower() not in (host, host.replace("127.0.0.1", "localhost")):
+        return f"the Host header must be the endpoint's own address ({host}): no virtual-host addressing"
+    encoding = {e.strip() for e in request.headers.get("content-encoding", "").lower().split(",") if e.strip()}
+    if encoding - {"gzip", "aws-chunked", "identity"}:
+        return f"unsupported Content-Encoding {request.headers.get('content-encoding')!r}"
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/"):
+        return "multipart bodies are not accepted (botocore never sends them)"
+    query = parse_qs(request.query, keep_blank_values=True)
+    form = parse_qs(_text_body(request), keep_blank_values=True) if content_type == _FORM else {}
+    actions = query.get("Action", []) + form.get("Action", [])
+    protocol = service_model(service).protocol
+    if protocol in ("query", "ec2"):
+        if len(actions) != 1 or "x-amz-target" in request.headers:
+            return "a query-protocol request names its operation once, as Action, and has no X-Amz-Target"
+        if request.body and content_type != _FORM:
+            return f"a query-protocol body must be {_FORM}"
+        return None
+    if actions:
+        return f"{service} does not take an Action parameter: its operation is in the " + ("X-Amz-Target header" if protocol == "json" else "method and path")
+    if protocol == "json" and (not request.headers.get("x-amz-target") or not content_type.startswith("application/x-amz-json")):
+        return "a JSON-protocol request has an X-Amz-Target header and an application/x-amz-json body"
+    if protocol != "json" and "x-amz-target" in request.headers:
+        return f"{service} takes no X-Amz-Target header"
+    return None
+
+
+def _text_body(request: Request) -> str:
+    return payload(request).decode("utf-8", "replace")
+
+
+def payload(request: Request) -> bytes:
+    """The body as the service reads it: gzip undone, aws-chunked framing removed."""
+    body = request.body
+    encoding = request.headers.get("content-encoding", "").lower()
+    if "gzip" in encoding:
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError):
+            return body
+    if "aws-chunked" in encoding:
+        body = _unchunk(body)
+    return body
+
+
+def _unchunk(body: bytes) -> bytes:
+    """aws-chunked framing: `<hex size>[;chunk-signature=...]\r\n<data>\r\n`, ..., a 0-size chunk, trailers."""
+    data, position = bytearray(), 0
+    while position < len(body):
+        end = body.find(b"\r\n", position)
+        if end < 0:
+            break
+        try:
+            size = int(body[position:end].split(b";")[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        data += body[end + 2 : end + 2 + size]
+        position = end + 2 + size + 2
+    return bytes(data)
+
+
 def decode(service: str, request: Request) -> tuple[str, dict[str, Any]]:
     """(operation name, parameters) of a request to `service`; ("", {...}) when no operation matches."""
     model = service_model(service)
@@ -76,12 +148,12 @@ def decode(service: str, request: Request) -> tuple[str, dict[str, Any]]:
         name = target.rsplit(".", 1)[-1]
         if name not in model.operation_names:
             return "", unknown(request)
-        body = json.loads(request.body or b"{}")
+        body = json.loads(payload(request) or b"{}")
         return name, _plain(body, model.operation_model(name).input_shape)
     if protocol in ("query", "ec2"):
         form = parse_qs(request.query, keep_blank_values=True)
-        if request.body:
-            form.update(parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == _FORM:
+            form.update(parse_qs(_text_body(request), keep_blank_values=True))
         name = (form.get("Action") or [""])[0]
         if name not in model.operation_names:
             return "", unknown(request)
@@ -273,16 +345,16 @@ def _from_rest(operation: Any, request: Request, protocol: str) -> dict[str, Any
                 params[name] = found
         elif where is None:
             body_members[name] = member
-    payload = shape.serialization.get("payload")
-    if payload:
-        member = shape.members[payload]
+    payload_name = shape.serialization.get("payload")
+    body = payload(request)
+    if payload_name:
+        member = shape.members[payload_name]
         if member.type_name in ("blob", "string"):
-            size = request.headers.get("x-amz-decoded-content-length")
-            params[payload] = {**digest(request.body), **({"size": int(size)} if size and size.isdigit() else {})}
-        elif request.body:
-            params[payload] = _body(request.body, member, protocol)
-    elif body_members and request.body:
-        parsed = _body(request.body, shape, protocol)
+            params[payload_name] = digest(body)
+        elif body:
+            params[payload_name] = _body(body, member, protocol)
+    elif body_members and body:
+        parsed = _body(body, shape, protocol)
         params.update({k: v for k, v in parsed.items() if k in body_members})
     return params
 
