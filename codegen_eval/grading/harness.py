@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import traceback
 from typing import Any
@@ -288,12 +287,12 @@ def _text(value: Any) -> str:
 def _exit_of(pid: int) -> str:
     import time
 
+    from codegen_eval.grading.zygote import describe_exit  # real-time signals have no Signals member
+
     for _ in range(200):
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            if os.WIFSIGNALED(status):
-                return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            return f"exit status {os.waitstatus_to_exitcode(status)}"
+            return describe_exit(status)
         time.sleep(0.005)
     return "it closed its end of the channel"
 
