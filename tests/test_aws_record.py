@@ -261,6 +261,7 @@ ROUND_TRIPS = [  # (service, operation, params): every protocol botocore speaks,
     ("dynamodb", "Query", {"TableName": "t", "KeyConditionExpression": "pk = :v", "ExpressionAttributeValues": {":v": {"S": "a"}}, "Limit": 2}),
     ("lambda", "Invoke", {"FunctionName": "f", "Payload": b"{}"}),
     ("kinesis", "PutRecords", {"StreamName": "s", "Records": [{"Data": b"abc", "PartitionKey": "p"}]}),
+    ("cloudwatch", "PutMetricData", {"Namespace": "n", "MetricData": [{"MetricName": "m", "Value": 1.5}]}),  # JSON, not its CBOR
 ]
 
 

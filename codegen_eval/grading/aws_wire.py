@@ -51,6 +51,12 @@ def service_model(name: str) -> Any:
     return _session().get_service_model(name)
 
 
+def protocol_of(model: Any) -> str:
+    """The protocol botocore's client speaks for this service (of those the model lists, the one botocore
+    prefers: CloudWatch's JSON, not its first-listed CBOR)."""
+    return getattr(model, "resolved_protocol", None) or model.protocol
+
+
 def service_of(request: Request, allowed: list[str]) -> str | None:
     """The service a request is for, from its SigV4 credential scope (cloudwatch signs as "monitoring",
     stepfunctions as "states"), else from a JSON target prefix; None when neither says."""
@@ -87,7 +93,7 @@ def refusal(service: str, request: Request, host: str) -> str | None:
     query = parse_qs(request.query, keep_blank_values=True)
     form = parse_qs(_text_body(request), keep_blank_values=True) if content_type == _FORM else {}
     actions = query.get("Action", []) + form.get("Action", [])
-    protocol = service_model(service).protocol
+    protocol = protocol_of(service_model(service))
     if protocol in ("query", "ec2"):
         if len(actions) != 1 or "x-amz-target" in request.headers:
             return "a query-protocol request names its operation once, as Action, and has no X-Amz-Target"
@@ -142,7 +148,7 @@ def _unchunk(body: bytes) -> bytes:
 def decode(service: str, request: Request) -> tuple[str, dict[str, Any]]:
     """(operation name, parameters) of a request to `service`; ("", {...}) when no operation matches."""
     model = service_model(service)
-    protocol = model.protocol
+    protocol = protocol_of(model)
     if protocol == "json":
         target = request.headers.get("x-amz-target", "")
         name = target.rsplit(".", 1)[-1]
@@ -402,7 +408,7 @@ def serialize(service: str, operation: str, params: dict[str, Any]) -> dict[str,
     from botocore.serialize import create_serializer
 
     model = service_model(service)
-    serialized = create_serializer(model.protocol, include_validation=False).serialize_to_request(params, model.operation_model(operation))
+    serialized = create_serializer(protocol_of(model), include_validation=False).serialize_to_request(params, model.operation_model(operation))
     body = serialized["body"]
     if isinstance(body, dict):  # query and EC2 serializers leave the form as a dict
         body = urlencode(body, doseq=True)
@@ -418,7 +424,7 @@ def parse_response(service: str, operation: str, status: int, headers: dict[str,
 
     model = service_model(service)
     shape = model.operation_model(operation).output_shape
-    parsed = create_parser(model.protocol).parse({"status_code": status, "headers": headers, "body": body}, shape)
+    parsed = create_parser(protocol_of(model)).parse({"status_code": status, "headers": headers, "body": body}, shape)
     parsed.pop("ResponseMetadata", None)
     return _to_plain(parsed)
 
@@ -442,7 +448,7 @@ def json_answer(service: str, answer: dict[str, Any]) -> tuple[int, dict[str, st
 
 def error_answer(service: str, code: str, message: str, status: int) -> tuple[int, dict[str, str], bytes]:
     """An AWS error in the service's protocol, as botocore parses it into a ClientError with that code."""
-    protocol = service_model(service).protocol
+    protocol = protocol_of(service_model(service))
     if protocol in ("json", "rest-json"):
         version = service_model(service).metadata.get("jsonVersion", "1.1")
         headers = {"Content-Type": f"application/x-amz-json-{version}", "x-amzn-ErrorType": code}
