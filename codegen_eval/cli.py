@@ -240,8 +240,8 @@ def calibrate(
     concurrency: Concurrency = 8,
 ) -> None:
     """Grade labelled candidates with the judge alone: balanced accuracy, κ, ROC and AUC, best threshold."""
-    from codegen_eval.grading.calibration import SHIPPED, load_labels, shipped_labels
-    from codegen_eval.grading.calibration import calibrate as run_calibration
+    from codegen_eval.reporting.calibration import SHIPPED, load_labels, shipped_labels
+    from codegen_eval.reporting.calibration import calibrate as run_calibration
     from codegen_eval.models.calls import CallPolicy
     from codegen_eval.models.ratelimit import limiter_for
 
@@ -319,7 +319,7 @@ def _distinct(judge_models: list[str]) -> None:
 
 def _calibrated(config: RunConfig, paths: list[Path] | None) -> RunConfig:
     """Each calibration file's threshold for its judge, which must be one of this run's judges."""
-    from codegen_eval.grading.calibration import load_calibration
+    from codegen_eval.reporting.calibration import load_calibration
 
     thresholds, files = dict(config.judge_thresholds), list(config.calibrations)
     for path in paths or []:
