@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -12,6 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from codegen_eval.dataset.spying import ADVICE, spying
 
 Format = Literal["python", "json", "regex"]
+# CPython 3.11 before 3.11.9 can corrupt ast.parse state when threads parse at once
+# ("AST constructor recursion depth mismatch"): checks run on several threads, so parse one at a time.
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(code: str) -> ast.Module:
+    with _AST_LOCK:
+        return ast.parse(code)
+
 Difficulty = Literal["easy", "medium", "hard"]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -146,8 +156,6 @@ def reference_problems(case: Case) -> list[tuple[str, str]]:
 def _parse(source: str, fmt: Format) -> Any:
     """The parsed source, or a message saying why it does not parse as `fmt`."""
     if fmt == "python":
-        from codegen_eval.grading.checks import parse_python  # serialised: see its comment
-
         try:
             return parse_python(source)
         except SyntaxError as exc:

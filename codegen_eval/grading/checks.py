@@ -12,14 +12,13 @@ import ast
 import functools
 import json
 import re
-import threading
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
-from codegen_eval.dataset.schema import parse_policy_json
+from codegen_eval.dataset.schema import parse_policy_json, parse_python
 from codegen_eval.grading import iam
 from codegen_eval.grading.aws_endpoint import services_used
 from codegen_eval.grading.text import clean_data, clean_text
@@ -27,20 +26,12 @@ from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
 EQUIVALENCE_LIMITS = Limits(wall_s=5.0, cpu_s=5)
-# CPython 3.11 before 3.11.9 can corrupt ast.parse state when threads parse at once
-# ("AST constructor recursion depth mismatch"): checks run on several threads, so parse one at a time.
-_AST_LOCK = threading.Lock()
 # The longest output each format's main-process analysis takes (ast + pyflakes, JSON + IAM evaluation,
 # re.compile); longer is refused up front. Each is well past the dataset's longest reference (1,392, 898
 # and 262 characters) and keeps the worst case near a second of CPU: pyflakes on 100,000 characters of
 # code, and re.compile, which walks every code point of a class range (`(?i)[\x00-\U0010ffff]` costs
 # ~6 ms each: 500 characters of them, ~1 s).
 MAX_CHARS: dict[str, int] = {"python": 100_000, "json": 100_000, "regex": 500}
-
-
-def parse_python(code: str) -> ast.Module:
-    with _AST_LOCK:
-        return ast.parse(code)
 
 
 class CheckStatus(StrEnum):
