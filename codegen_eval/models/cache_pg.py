@@ -99,6 +99,7 @@ class _Database:
     """One connection pool per database per process, and the leases this process holds in it."""
 
     def __init__(self, conninfo: str, public: str):
+        import psycopg
         from psycopg_pool import ConnectionPool
 
         self.public, self._secret = public, _password_of(conninfo)
@@ -109,11 +110,11 @@ class _Database:
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=POOL_SIZE, timeout=TIMEOUT_S, open=False,
                                    kwargs={"autocommit": True, "connect_timeout": max(1, int(TIMEOUT_S))},
                                    name="codegen-eval-cache")
-        try:
-            self.pool.open(wait=True, timeout=TIMEOUT_S)
-            with self.pool.connection() as conn, conn.transaction():
+        try:  # one plain connection first: an unreachable database is said at once, in libpq's words
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=max(2, int(TIMEOUT_S))) as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))  # two first runs at once
                 conn.execute(SCHEMA)
+            self.pool.open(wait=True, timeout=TIMEOUT_S)
         except Exception as exc:
             self.pool.close(timeout=0)
             raise self.error(exc) from None
