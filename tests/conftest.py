@@ -110,4 +110,4 @@ def live_prefect(tmp_path_factory) -> Iterator[LivePrefect]:
     log.close()
 
 
-from tests.pg import cache_url, make_cache, postgres  # noqa: E402,F401  (fixtures: a real PostgreSQL, the cache on each store)
+from tests.pg import cache_url, make_cache, postgres, prefect_on_postgres  # noqa: E402,F401  (fixtures: a real PostgreSQL, the cache on each store)

@@ -108,3 +108,31 @@ def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., 
         return lambda: CallCache(tmp_path / "cache")
     url = request.getfixturevalue("cache_url")
     return lambda: CallCache(url=url)
+
+
+@pytest.fixture(scope="session")
+def prefect_on_postgres(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `prefect server start` whose database is the session's PostgreSQL (as a team runs it): its API URL.
+
+    The one setting it needs is PREFECT_API_DATABASE_CONNECTION_URL (postgresql+asyncpg://...)."""
+    import subprocess
+    import sys
+
+    from tests.loopback import wait_healthy
+
+    postgres.execute("CREATE DATABASE prefect", "postgres")
+    home, port = tmp_path_factory.mktemp("prefect-on-postgres"), free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, "PREFECT_HOME": str(home),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false",
+           "PREFECT_API_DATABASE_CONNECTION_URL": postgres.url("prefect").replace("postgresql://", "postgresql+asyncpg://", 1)}
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if not wait_healthy(url + "/health"):
+        os.killpg(process.pid, 9)
+        pytest.fail(f"the Prefect server on PostgreSQL did not start within 180 s; see {home / 'server.log'}")
+    yield url
+    os.killpg(process.pid, 9)
+    process.wait()
+    log.close()

@@ -22,6 +22,7 @@ from codegen_eval.models.cache import CacheError, CallCache
 from codegen_eval.reporting.report import load_results
 from tests.conftest import CLAUDE
 from tests.messages_api import MessagesAPI, synthetic_cases, synthetic_responder
+from tests.pg import DATABASE, Postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "pg-PASSWORD-7c1e"  # trust auth ignores it; it must never be printed or stored
@@ -35,8 +36,8 @@ def request(i: int) -> ModelRequest:
 
 
 def stored_answers(postgres, url: str) -> int:
-    schema = url.rsplit("%3D", 1)[1]
-    return postgres.execute(f"SELECT count(*) FROM {schema}.codegen_eval_cache WHERE value IS NOT NULL AND key NOT LIKE 'note:%'")[0][0]
+    table = f"{url.rsplit('%3D', 1)[1]}.codegen_eval_cache" if "%3D" in url else "codegen_eval_cache"
+    return postgres.execute(f"SELECT count(*) FROM {table} WHERE value IS NOT NULL AND key NOT LIKE 'note:%'")[0][0]
 
 
 # --- the store on its own ------------------------------------------------------------------------------
@@ -147,10 +148,10 @@ def no_password_anywhere(*places: Path | str) -> None:
                 assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-def test_two_hosts_started_together_make_each_call_once(prefect_api, postgres, cache_url, dataset, stand_in, tmp_path):
+def test_two_hosts_started_together_make_each_call_once(prefect_on_postgres, postgres, cache_url, dataset, stand_in, tmp_path):
     processes, homes = [], []
     for name in ("host-a", "host-b"):
-        command, env, home = host(name, tmp_path, dataset, with_password(cache_url), stand_in, prefect_api)
+        command, env, home = host(name, tmp_path, dataset, with_password(cache_url), stand_in, prefect_on_postgres)
         processes.append(subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         homes.append(home)
     outputs = [finished(p) for p in processes]
@@ -169,10 +170,10 @@ def test_two_hosts_started_together_make_each_call_once(prefect_api, postgres, c
     assert json.loads((runs[0] / "run.json").read_text())["cache_url"] == cache_url  # recorded, without the password
 
 
-def test_a_worker_killed_mid_run_then_a_resumed_run_makes_only_the_unfinished_calls(prefect_api, postgres, cache_url, dataset, stand_in, tmp_path):
+def test_a_worker_killed_mid_run_then_a_resumed_run_makes_only_the_unfinished_calls(prefect_on_postgres, postgres, cache_url, dataset, stand_in, tmp_path):
     import psutil
 
-    command, env, home = host("host-a", tmp_path, dataset, cache_url, stand_in, prefect_api, "--task-runner", "dask")
+    command, env, home = host("host-a", tmp_path, dataset, cache_url, stand_in, prefect_on_postgres, "--task-runner", "dask")
     first = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while stand_in.served < 10 and first.poll() is None and time.monotonic() < deadline:
@@ -192,31 +193,35 @@ def test_a_worker_killed_mid_run_then_a_resumed_run_makes_only_the_unfinished_ca
     assert len(results) == CASES and {r.verdict.value for r in results} == {"PASS"}
 
 
-def test_the_database_stopped_mid_run_fails_in_one_line_and_the_run_resumes(prefect_api, postgres, cache_url, dataset, stand_in, tmp_path):
-    command, env, home = host("host-a", tmp_path, dataset, with_password(cache_url), stand_in, prefect_api)
-    first = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_the_database_stopped_mid_run_fails_in_one_line_and_the_run_resumes(prefect_on_postgres, dataset, stand_in, tmp_path):
+    own = Postgres()  # a server of its own: the session's also holds the Prefect server's database
     try:
+        own.start()
+        own.execute(f"CREATE DATABASE {DATABASE}", "postgres")
+        cache_url = own.url()
+        command, env, home = host("host-a", tmp_path, dataset, with_password(cache_url), stand_in, prefect_on_postgres)
+        first = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 240
         while stand_in.served < 20 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert first.poll() is None, "the run ended before the database was stopped"
-        before = stored_answers(postgres, cache_url)
-        postgres.stop("fast")
+        before = stored_answers(own, cache_url)
+        own.stop("fast")
         stdout, stderr = first.communicate(timeout=120)
-    finally:
-        if not (postgres.data / "postmaster.pid").exists():
-            postgres.start()
-    assert first.returncode == 2, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: cannot use the cache database {cache_url}: "), stderr[-3000:]
-    assert "once the database answers again, run the same command again" in errors[0]
-    no_password_anywhere(home, stdout, stderr)
+        assert first.returncode == 2, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: cannot use the cache database {cache_url}: "), stderr[-3000:]
+        assert "once the database answers again, run the same command again" in errors[0]
+        no_password_anywhere(home, stdout, stderr)
 
-    stored = stored_answers(postgres, cache_url)
-    assert stored >= before  # nothing that was stored was lost
-    stand_in.reset()
-    again = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, _ = finished(again)
-    assert stand_in.count() == CALLS - stored  # resumed: only what was never stored is asked
-    assert {r.verdict.value for r in load_results(Path(stdout.strip().splitlines()[-1]))} == {"PASS"}
+        own.start()
+        stored = stored_answers(own, cache_url)
+        assert stored >= before  # nothing that was stored was lost
+        stand_in.reset()
+        again = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, _ = finished(again)
+        assert stand_in.count() == CALLS - stored  # resumed: only what was never stored is asked
+        assert {r.verdict.value for r in load_results(Path(stdout.strip().splitlines()[-1]))} == {"PASS"}
+    finally:
+        own.close()
