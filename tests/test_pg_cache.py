@@ -99,6 +99,18 @@ def test_an_unreachable_database_is_one_line_without_the_password(postgres):
     assert PASSWORD not in message and "\n" not in message
 
 
+def test_the_settings_keep_the_url_without_its_password(monkeypatch, tmp_path):
+    from codegen_eval.config import RunConfig, regrade_config
+
+    url = f"postgresql+asyncpg://tester:{PASSWORD}@db:5432/cache?sslmode=require&password={PASSWORD}"
+    assert RunConfig(cache_url=url).cache_url == "postgresql://tester@db:5432/cache?sslmode=require"
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        RunConfig(cache_url="mysql://tester@db/cache")
+    monkeypatch.setenv("CODEGEN_EVAL_CACHE_URL", url)  # a regrade takes the variable's URL, and not its password
+    (tmp_path / "run.json").write_text(RunConfig().model_dump_json())
+    assert regrade_config(tmp_path).cache_url == "postgresql://tester@db:5432/cache?sslmode=require"
+
+
 # --- runs through the CLI, as hosts would make them ---------------------------------------------------
 
 
