@@ -195,8 +195,13 @@ def test_a_worker_killed_mid_run_then_a_resumed_run_makes_only_the_unfinished_ca
     os.kill(workers[0].pid, 9)
     first.communicate(timeout=300)  # the cluster may finish the run on its other worker, or the run fails: either way
     stored = stored_answers(postgres, cache_url)
-    print(f"first run exited {first.returncode} with {stored} of {CALLS} answers stored")
+    bodies = Counter(json.dumps(body, sort_keys=True) for body in stand_in.requests)
+    again_after_kill = sum(n - 1 for n in bodies.values())
+    print(f"first run exited {first.returncode} with {stored} of {CALLS} answers stored; {again_after_kill} calls made again")
     assert 10 <= stored <= CALLS, stored
+    # Made twice at most, and only what the killed worker had in flight (its --concurrency 4): its
+    # leases expired and the calls were made again; nothing it had finished was.
+    assert max(bodies.values()) <= 2 and again_after_kill <= 4, bodies.most_common(6)
     stand_in.reset()
 
     # Resumed from the first host (its own threads: what matters is the shared store, not the runner).

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,6 @@ SCHEMA = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     expires timestamptz
 )"""
 GET = f"SELECT value FROM {TABLE} WHERE key = %s"
-HAS = f"SELECT value IS NOT NULL FROM {TABLE} WHERE key = %s"
 PUT = (f"INSERT INTO {TABLE} (key, value) VALUES (%s, %s) "
        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, holder = NULL, expires = NULL")
 DELETE = f"DELETE FROM {TABLE} WHERE key = %s"
@@ -54,6 +54,12 @@ CLAIM = f"""WITH claimed AS (
 SELECT EXISTS (SELECT 1 FROM claimed), (SELECT value FROM {TABLE} WHERE key = %(key)s)"""
 RELEASE = f"DELETE FROM {TABLE} WHERE key = %s AND holder = %s AND value IS NULL"
 RENEW = f"UPDATE {TABLE} SET expires = now() + make_interval(secs => %s) WHERE holder = %s AND value IS NULL"
+# Callers ask `has(key)` and then `get(key)` (a batch's cached items first, then each item): the value
+# read by `has` is kept a few seconds for the `get` that follows, one trip to the server instead of two.
+# Only what a key fully determines is kept (answers, check results, proofs, the self-test's pass); a
+# miss kept this way is harmless: `claim` reads again before a call is made.
+MEMO_S, MEMO_SIZE = 5.0, 4096
+IMMUTABLE_NOTES = ("note:checks:", "note:proof:", "note:selftest:")
 
 
 class DatabaseUnavailable(CacheError):
@@ -105,6 +111,7 @@ class _Database:
         self.public, self._secret = public, _password_of(conninfo)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.held: set[str] = set()
+        self.memo: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=POOL_SIZE, timeout=TIMEOUT_S, open=False,
@@ -125,6 +132,26 @@ class _Database:
         if self._secret:
             reason = reason.replace(self._secret, "***")
         return DatabaseUnavailable(f"cannot use the cache database {self.public}: {reason}")
+
+    def remember(self, key: str, value: str | None) -> None:
+        if key.startswith("note:") and not key.startswith(IMMUTABLE_NOTES):
+            return
+        with self._lock:
+            self.memo[key] = (time.monotonic(), value)
+            if len(self.memo) > MEMO_SIZE:
+                self.memo.popitem(last=False)
+
+    def recall(self, key: str) -> tuple[bool, str | None]:
+        """(found, value): what `remember` kept for `key` in the last MEMO_S seconds, used once."""
+        with self._lock:
+            kept = self.memo.pop(key, None)
+        if kept is None or time.monotonic() - kept[0] > MEMO_S:
+            return False, None
+        return True, kept[1]
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self.memo.pop(key, None)
 
     def hold(self, key: str) -> None:
         with self._lock:
@@ -179,29 +206,42 @@ class PostgresCache(CallCache):
         self._db = _database(connection_url(raw), self.location)
 
     def get(self, key: str) -> ModelResponse | None:
-        row = self._fetch(GET, (key,))
-        return _response(row[0]) if row and row[0] is not None else None
+        value = self._value(key)
+        return _response(value) if value is not None else None
 
     def put(self, key: str, request: ModelRequest, identity: dict[str, Any], response: ModelResponse) -> None:
-        self._execute(PUT, (key, json.dumps(answer_entry(request, identity, response), ensure_ascii=False)))
+        self._set(key, json.dumps(answer_entry(request, identity, response), ensure_ascii=False))
         self._db.let_go(key)  # the stored answer ended the lease
 
     def has(self, key: str) -> bool:
-        row = self._fetch(HAS, (key,))
-        return bool(row and row[0])
+        row = self._fetch(GET, (key,))
+        value = row[0] if row else None
+        self._db.remember(key, value)
+        return value is not None
 
     def get_note(self, name: str) -> str | None:
-        row = self._fetch(GET, (f"note:{name}",))
-        return row[0] if row else None
+        return self._value(f"note:{name}")
 
     def has_note(self, name: str) -> bool:
         return self.has(f"note:{name}")
 
     def set_note(self, name: str, value: str) -> None:
-        self._execute(PUT, (f"note:{name}", value))
+        self._set(f"note:{name}", value)
 
     def delete_note(self, name: str) -> None:
+        self._db.forget(f"note:{name}")
         self._execute(DELETE, (f"note:{name}",))
+
+    def _value(self, key: str) -> str | None:
+        found, value = self._db.recall(key)
+        if not found:
+            row = self._fetch(GET, (key,))
+            value = row[0] if row else None
+        return value
+
+    def _set(self, key: str, value: str) -> None:
+        self._db.forget(key)
+        self._execute(PUT, (key, value))
 
     @contextmanager
     def claim(self, key: str) -> Iterator[ModelResponse | None]:
