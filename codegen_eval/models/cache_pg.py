@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from codegen_eval.models.backends import ModelRequest, ModelResponse
 from codegen_eval.models.cache import URL_VARIABLE, CacheError, CallCache, answer_entry
@@ -129,8 +129,8 @@ class _Database:
     def error(self, exc: BaseException) -> DatabaseUnavailable:
         """One line naming the database, never its password."""
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        if self._secret:
-            reason = reason.replace(self._secret, "***")
+        for secret in {self._secret, unquote(self._secret)} - {""}:
+            reason = reason.replace(secret, "***")
         return DatabaseUnavailable(f"cannot use the cache database {self.public}: {reason}")
 
     def remember(self, key: str, value: str | None) -> None:
