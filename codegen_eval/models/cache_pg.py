@@ -106,6 +106,7 @@ class _Database:
 
     def __init__(self, conninfo: str, public: str):
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
         from psycopg_pool import ConnectionPool
 
         self.public, self._secret = public, _password_of(conninfo)
@@ -117,13 +118,22 @@ class _Database:
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=POOL_SIZE, timeout=TIMEOUT_S, open=False,
                                    kwargs={"autocommit": True, "connect_timeout": max(1, int(TIMEOUT_S))},
                                    name="codegen-eval-cache")
+        # Check results, proofs and the self-test's pass cost no model call to make again: they are
+        # committed without waiting for the server's disk (synchronous_commit off: lost only if the
+        # server itself crashes within ~0.6 s, never by a client's death), as diskcache commits.
+        # Answers, strategies and batch ids are paid for: those wait for the flush.
+        options = " ".join([conninfo_to_dict(conninfo).get("options") or "", "-c synchronous_commit=off"]).strip()  # the URL's own kept
+        self.relaxed = ConnectionPool(make_conninfo(conninfo, options=options), min_size=1, max_size=4, timeout=TIMEOUT_S, open=False,
+                                      kwargs={"autocommit": True, "connect_timeout": max(1, int(TIMEOUT_S))}, name="codegen-eval-cache-notes")
         try:  # one plain connection first: an unreachable database is said at once, in libpq's words
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=max(2, int(TIMEOUT_S))) as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))  # two first runs at once
                 conn.execute(SCHEMA)
             self.pool.open(wait=True, timeout=TIMEOUT_S)
+            self.relaxed.open(wait=True, timeout=TIMEOUT_S)
         except Exception as exc:
             self.pool.close(timeout=0)
+            self.relaxed.close(timeout=0)
             raise self.error(exc) from None
 
     def error(self, exc: BaseException) -> DatabaseUnavailable:
@@ -241,7 +251,7 @@ class PostgresCache(CallCache):
 
     def _set(self, key: str, value: str) -> None:
         self._db.forget(key)
-        self._execute(PUT, (key, value))
+        self._run(PUT, (key, value), fetch=False, relaxed=key.startswith(IMMUTABLE_NOTES))
 
     @contextmanager
     def claim(self, key: str) -> Iterator[ModelResponse | None]:
@@ -275,14 +285,15 @@ class PostgresCache(CallCache):
     def _execute(self, sql: str, params: Any) -> None:
         self._run(sql, params, fetch=False)
 
-    def _run(self, sql: str, params: Any, fetch: bool) -> tuple | None:
+    def _run(self, sql: str, params: Any, fetch: bool, relaxed: bool = False) -> tuple | None:
         """One statement, committed. A connection the server dropped (a restart) is replaced once."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
+        pool = self._db.relaxed if relaxed else self._db.pool
         for attempt in (1, 2):
             try:
-                with self._db.pool.connection() as conn:
+                with pool.connection() as conn:
                     cursor = conn.execute(sql, params)
                     return cursor.fetchone() if fetch else None
             except PoolTimeout as exc:
@@ -290,7 +301,7 @@ class PostgresCache(CallCache):
             except psycopg.OperationalError as exc:
                 if attempt == 2:
                     raise self._db.error(exc) from None
-                self._db.pool.check()  # drop every connection the server closed
+                pool.check()  # drop every connection the server closed
             except psycopg.Error as exc:
                 raise self._db.error(exc) from None
         return None
