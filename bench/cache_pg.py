@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 from statistics import median
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -96,16 +99,27 @@ class Bench:
                               f"INSERT INTO {name}.codegen_eval_cache SELECT * FROM warm.codegen_eval_cache")
         return self.postgres.url(schema=name)
 
-    def measure(self) -> dict[tuple[str, int, str], list[float]]:
-        walls: dict[tuple[str, int, str], list[float]] = {}
+    def server_cpu_s(self) -> float:
+        """CPU of the PostgreSQL server: the postmaster's own and that of its ended children (a run's
+        backends end with its connections, and the postmaster waits for them)."""
+        pid = int((self.postgres.data / "postmaster.pid").read_text().split()[0])
+        times = psutil.Process(pid).cpu_times()
+        alive = sum(sum(p.cpu_times()[:2]) for p in psutil.Process(pid).children())
+        return times.user + times.system + times.children_user + times.children_system + alive
+
+    def measure(self) -> dict[tuple[str, int, str], list[tuple[float, float, float]]]:
+        walls: dict[tuple[str, int, str], list[tuple[float, float, float]]] = {}
         for repeat in range(self.args.repeats):
             for size in self.args.sizes:
                 for store in STORES if repeat % 2 == 0 else STORES[::-1]:
                     cache = self.cold_cache(store, f"{store}_{size}_{repeat}")
                     for mode, calls in (("cold", 2 * size), ("cached", 0)):
+                        cpu, server = _children_cpu_s(), self.server_cpu_s()
                         wall = self._run(self.datasets[size], store, cache, calls, size)
-                        walls.setdefault((store, size, mode), []).append(wall)
-                        print(f"repeat {repeat + 1}: {store} {size} cases {mode}: {wall:.2f} s", file=sys.stderr, flush=True)
+                        cpu, server = _children_cpu_s() - cpu, self.server_cpu_s() - server
+                        walls.setdefault((store, size, mode), []).append((wall, cpu, server))
+                        print(f"repeat {repeat + 1}: {store} {size} cases {mode}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+                              f"PostgreSQL {server:.2f} s CPU", file=sys.stderr, flush=True)
         return walls
 
     def _run(self, dataset: Path, store: str, cache: str, calls: int, size: int | None = None) -> float:
@@ -128,22 +142,32 @@ class Bench:
         return wall
 
 
-def section(args: argparse.Namespace, runs: dict[tuple[str, int, str], list[float]], load_before: str, load_after: str) -> list[str]:
-    def med(store: str, size: int, mode: str) -> float:
-        return median(runs[store, size, mode])
+def section(args: argparse.Namespace, runs: dict[tuple[str, int, str], list[tuple[float, float, float]]], load_before: str,
+            load_after: str) -> list[str]:
+    def med(store: str, size: int, mode: str, figure: int) -> float:
+        return median(run[figure] for run in runs[store, size, mode])
 
     lines = [heading("The cache in PostgreSQL beside diskcache (bench/cache_pg.py)"), "",
              f"{machine()}; {_postgres_version()} on loopback (TCP, default settings: fsync on); "
              f"stand-in latency {args.latency_ms:g} ms, concurrency {args.concurrency}, median of {args.repeats}; "
-             f"load average {load_before} before, {load_after} after.", "",
-             "| cases | mode | diskcache s | postgres s | postgres / diskcache |", "| ---: | --- | ---: | ---: | ---: |"]
+             f"load average {load_before} before, {load_after} after. CPU: user + system of the command's process tree; "
+             "postgres CPU adds the PostgreSQL server's.", "",
+             "| cases | mode | diskcache wall s | postgres wall s | wall ratio | diskcache CPU s | postgres CPU s (client + server) | CPU ratio |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for size in args.sizes:
         for mode in ("cold", "cached"):
-            disk, pg = med("diskcache", size, mode), med("postgres", size, mode)
-            lines.append(f"| {size} | {mode} | {disk:.2f} | {pg:.2f} | {pg / disk:.2f} x |")
-    lines += ["", "Every run: " + "; ".join(f"{store} {size} {mode} " + ", ".join(f"{w:.2f}" for w in walls)
-                                              for (store, size, mode), walls in runs.items())]
+            disk, pg = med("diskcache", size, mode, 0), med("postgres", size, mode, 0)
+            disk_cpu, pg_cpu = med("diskcache", size, mode, 1), med("postgres", size, mode, 1) + med("postgres", size, mode, 2)
+            lines.append(f"| {size} | {mode} | {disk:.2f} | {pg:.2f} | {pg / disk:.2f} x | {disk_cpu:.2f} | {pg_cpu:.2f} "
+                         f"({med('postgres', size, mode, 1):.2f} + {med('postgres', size, mode, 2):.2f}) | {pg_cpu / disk_cpu:.2f} x |")
+    lines += ["", "Every run (wall / CPU / server CPU s): " + "; ".join(
+        f"{store} {size} {mode} " + ", ".join(f"{w:.2f}/{c:.2f}/{v:.2f}" for w, c, v in each) for (store, size, mode), each in runs.items())]
     return lines
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _postgres_version() -> str:
