@@ -199,9 +199,9 @@ def test_a_worker_killed_mid_run_then_a_resumed_run_makes_only_the_unfinished_ca
     again_after_kill = sum(n - 1 for n in bodies.values())
     print(f"first run exited {first.returncode} with {stored} of {CALLS} answers stored; {again_after_kill} calls made again")
     assert 10 <= stored <= CALLS, stored
-    # Made twice at most, and only what the killed worker had in flight (its --concurrency 4): its
-    # leases expired and the calls were made again; nothing it had finished was.
-    assert max(bodies.values()) <= 2 and again_after_kill <= 4, bodies.most_common(6)
+    # Made twice at most, and only what the killed worker held leases on (one per call thread: 8 at
+    # --concurrency 4): those expired and the calls were made again; nothing it had stored was.
+    assert max(bodies.values()) <= 2 and again_after_kill <= 8, bodies.most_common(10)
     stand_in.reset()
 
     # Resumed from the first host (its own threads: what matters is the shared store, not the runner).
