@@ -59,6 +59,7 @@ NoJudge = Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge: v
 FailUnder = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Exit 1 when the pass rate is below this (0-1).")]
 BaseUrl = Annotated[Optional[str], typer.Option(help="Where openai:<name> models are served (default: OPENAI_BASE_URL, else OpenAI).")]
 MaxCost = Annotated[Optional[float], typer.Option(min=0.0, help="Stop making calls once this many USD would be exceeded.")]
+CacheUrl = Annotated[Optional[str], typer.Option(help="A PostgreSQL database holding the cache, shared by every host (postgresql://user@host:5432/db); default: CODEGEN_EVAL_CACHE_URL, else the cache directory.")]
 AlertDrop = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Emit codegen-eval.run.regressed when the pass rate drops by more than this (0-1) since the last run of the dataset and model (McNemar p < 0.05 always does).")]
 
 
@@ -88,8 +89,10 @@ def run(
     base_url: BaseUrl = None,
     alert_drop: AlertDrop = None,
     api_key_block: Annotated[Optional[str], typer.Option(help="A Prefect Secret block holding the Anthropic API key, read by the flow.")] = None,
+    cache_url: CacheUrl = None,
 ) -> None:
     """Evaluate one or more models on a dataset; prints the run directory as the last line."""
+    _use_cache_url(cache_url)
     models = model or [default_model()]
     if len(set(models)) != len(models):
         _fail(f"--model: a model is given twice: {' '.join(models)}")
@@ -114,11 +117,13 @@ def run(
 def validate(
     dataset: Annotated[Path, typer.Argument(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")],
     broken: Annotated[Optional[Path], typer.Option(help='Broken variants ({"id", "output"} per line): each must fail its case\'s tests.')] = None,
+    cache_url: CacheUrl = None,
 ) -> None:
     """Prove a dataset without calling a model: each reference passes its own tests in the sandbox, a
     stub answer fails them, every --broken variant fails them. One line per problem; exit 2 on any."""
     from codegen_eval.dataset.proof import validate as prove
 
+    _use_cache_url(cache_url)
     try:
         cache = CallCache(os.environ.get("CODEGEN_EVAL_CACHE_DIR"))
     except CacheError as exc:
@@ -153,8 +158,10 @@ def grade(
     fail_under: FailUnder = None,
     calibration: Calibration = None,
     base_url: BaseUrl = None,
+    cache_url: CacheUrl = None,
 ) -> None:
     """Grade pre-recorded outputs without calling a generator; prints the run directory last."""
+    _use_cache_url(cache_url)
     config = _config(dataset, f"recorded:{outputs.name}", judge_model or [default_model()], rubric, out, concurrency, batch_size, pass_at, partial_at, no_judge)
     config = _calibrated(config, calibration)
     try:
@@ -174,8 +181,10 @@ def regrade(
     fail_under: FailUnder = None,
     calibration: Calibration = None,
     alert_drop: AlertDrop = None,
+    cache_url: CacheUrl = None,
 ) -> None:
     """Check and judge an earlier run's outputs again (current checks, rubric, judge): 0 generation calls."""
+    _use_cache_url(cache_url)
     _distinct(judge_model or [])
     try:
         config = regrade_config(run_dir, str(rubric) if rubric else None, judge_model or None, str(out) if out else None, not no_judge)
@@ -304,11 +313,24 @@ def _config(dataset, model, judge_models, rubric, out, concurrency, batch_size, 
         rubric=str(rubric) if rubric else None,
         out=str(out),
         cache_dir=os.environ.get("CODEGEN_EVAL_CACHE_DIR"),
+        cache_url=os.environ.get("CODEGEN_EVAL_CACHE_URL"),  # kept without its password
         concurrency=concurrency,
         batch_size=batch_size,
         judge=not no_judge,
         scoring=ScoringConfig(pass_at=pass_at, partial_at=partial_at),
     )
+
+
+def _use_cache_url(url: str | None) -> None:
+    """--cache-url, for this process and the worker processes it starts: through the environment, as
+    CODEGEN_EVAL_CACHE_URL would be, so a password in it stays out of the run's settings."""
+    from codegen_eval.models.cache_pg import is_database_url
+
+    if url is None:
+        return
+    if not is_database_url(url):
+        _fail("--cache-url: not a PostgreSQL URL (postgresql://user@host:5432/db)")
+    os.environ["CODEGEN_EVAL_CACHE_URL"] = url
 
 
 def _distinct(judge_models: list[str]) -> None:
@@ -340,8 +362,8 @@ def _execute(config: RunConfig, fail_under: float | None = None) -> None:
         with quiet_prefect(config.out) as quiet:
             run_dir = _run_flow(config, total)
             quiet.run_dir = Path(run_dir)
-    except CacheError as exc:  # e.g. the disk filled up mid-run
-        _fail(f"{exc}. Every answer stored before this is kept: free space and run the same command again.")
+    except CacheError as exc:  # e.g. the disk filled up, or the database went away, mid-run
+        _fail(f"{exc}. Every answer stored before this is kept: {exc.remedy}.")
     except PrefectServerError as exc:
         _fail(str(exc))
     pass_rate = _print_summary(Path(run_dir))
@@ -436,8 +458,8 @@ def _preflight(config: RunConfig) -> int:
                 get_backend(model, config.base_url)
             if config.max_cost_usd is not None and price(model) is None:
                 raise ValueError(f"no price is known for model {model!r}, so --max-cost cannot be enforced")
-        CallCache(config.cache_dir)
-        ensure_sandbox_works(shared_sandbox(), CallCache(config.cache_dir))  # never a report full of silent false FAILs
+        cache = CallCache(config.cache_dir, url=config.cache_url)
+        ensure_sandbox_works(shared_sandbox(), cache)  # never a report full of silent false FAILs
         _prove_references(config)  # last: the only check that may take seconds (minutes, cold, for a big dataset)
     except SandboxBroken as exc:
         _fail(str(exc))
@@ -453,7 +475,7 @@ def _prove_references(config: RunConfig) -> None:
     from codegen_eval.dataset.proof import prove_references
 
     with _proof_progress("prove") as advance:
-        prove_references(config.dataset, shared_sandbox(), CallCache(config.cache_dir), advance)
+        prove_references(config.dataset, shared_sandbox(), CallCache(config.cache_dir, url=config.cache_url), advance)
 
 
 @contextmanager

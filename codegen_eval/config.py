@@ -49,6 +49,11 @@ class RunConfig(BaseModel):
     outputs: str | None = Field(None, description='Recorded outputs ({"id", "output", "cid"?} per line) graded instead of generating.')
     out: str = Field(DEFAULT_OUT, description="Directory the run directory is written into.")
     cache_dir: str | None = Field(None, description="Model-call and check cache; empty: CODEGEN_EVAL_CACHE_DIR or artifacts/cache.")
+    # Never with a password: that stays in CODEGEN_EVAL_CACHE_URL, PGPASSWORD or ~/.pgpass on each host.
+    cache_url: str | None = Field(
+        None, description="A PostgreSQL database shared by every host and worker (postgresql://user@host:5432/db), "
+                          "holding the cache instead of cache_dir; empty: CODEGEN_EVAL_CACHE_URL or cache_dir.",
+    )
     concurrency: int = Field(8, ge=1, le=512, description="Model calls in flight at most, generation and judging together.")
     timeout_s: float = Field(120.0, gt=0, description="Seconds one model call may take before it is retried.")
     max_attempts: int = Field(6, ge=1, description="Tries per call on 429, 529, 5xx and timeouts.")
@@ -66,6 +71,18 @@ class RunConfig(BaseModel):
     api_key_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding ANTHROPIC_API_KEY, read by the flow at run time.",
     )
+
+    @field_validator("cache_url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        """Settings are saved in run.json and sent as Prefect parameters: the URL goes without its password."""
+        from codegen_eval.models.cache_pg import is_database_url, public_url
+
+        if not url:
+            return None
+        if not is_database_url(url):
+            raise ValueError("cache_url: not a PostgreSQL URL (postgresql://user@host:5432/db)")
+        return public_url(url)
 
     @field_validator("base_url")
     @classmethod
@@ -125,6 +142,7 @@ def regrade_config(
     update = {
         "regrade_of": str(run_dir), "outputs": None, "use_batch": False, "max_cost_usd": None, "out": out or str(Path(run_dir).parent), "judge": judge,
         "cache_dir": os.environ.get("CODEGEN_EVAL_CACHE_DIR") or parent.cache_dir,
+        "cache_url": RunConfig._no_password(os.environ.get("CODEGEN_EVAL_CACHE_URL")) or parent.cache_url,  # (model_copy does not validate)
     }
     if rubric:
         update["rubric"] = rubric

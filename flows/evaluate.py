@@ -44,8 +44,8 @@ def evaluate(config: RunConfig) -> str:
     started = time.perf_counter()
     use_api_key_block(config.api_key_block)  # the key from a Prefect Secret block, into this process only
     tag_flow_run(config)
-    sandbox_self_test(config.cache_dir)  # a sandbox that cannot grade here stops the run before its references are proven
-    ids = validate_dataset(config.dataset, config.cache_dir)
+    sandbox_self_test(config.cache_dir, config.cache_url)  # a sandbox that cannot grade here stops the run before its references are proven
+    ids = validate_dataset(config.dataset, config.cache_dir, config.cache_url)
     items, order = plan(config, ids)
     run_dir = start_run(config, len(order))
     in_flight: deque = deque()
@@ -60,7 +60,7 @@ def evaluate(config: RunConfig) -> str:
                 generations = generate_batch.submit(opaque([case for case, _ in batch]), settings, run_dir, index, model)
             else:
                 generations = given
-            checks = check_batch.submit(batch_cases, opaque(generations), index, model, config.cache_dir)
+            checks = check_batch.submit(batch_cases, opaque(generations), index, model, config.cache_dir, config.cache_url)
             judge = judge_batch.with_options(task_run_name=task_name("judge", {"model": model, "batch_index": index}))
             judgements = judge.submit(batch_cases, opaque(generations), settings, run_dir, index)
             recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index, model)

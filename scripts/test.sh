@@ -14,4 +14,13 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "The browser tests need /usr/bin/chromium: install Debian's chromium package (apt-get install chromium)." >&2
   fi
 fi
+# The shared-cache tests start their own PostgreSQL from Debian's package (initdb, pg_ctl; no service).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's postgresql for the shared-cache tests..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+  else
+    echo "The shared-cache tests need PostgreSQL's initdb: install Debian's postgresql package (apt-get install postgresql)." >&2
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -24,8 +24,9 @@ from codegen_eval.models.ratelimit import limiter_for
 
 
 @lru_cache(maxsize=4)
-def open_cache(directory: str | None) -> CallCache:
-    return CallCache(directory)
+def open_cache(directory: str | None, url: str | None = None) -> CallCache:
+    """The run's cache in this process: the database at `url` when set (else CODEGEN_EVAL_CACHE_URL's), else `directory`."""
+    return CallCache(directory, url=url)
 
 
 def finish(result: Any, all_cached: bool) -> Any | State:

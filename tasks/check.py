@@ -16,18 +16,19 @@ from tasks import finish, open_cache
 
 
 @task(name="sandbox-self-test", task_run_name="sandbox-self-test", cache_policy=NO_CACHE)
-def sandbox_self_test(cache_dir: str | None = None) -> None:
+def sandbox_self_test(cache_dir: str | None = None, cache_url: str | None = None) -> None:
     """Known-good and known-bad snippets graded before any model call: a sandbox that cannot read its
     own libraries fails the run here, not every case later (a pass is remembered per installation)."""
-    ensure_sandbox_works(shared_sandbox(), open_cache(cache_dir))
+    ensure_sandbox_works(shared_sandbox(), open_cache(cache_dir, cache_url))
 
 
 @task(name="check", task_run_name=task_run_name("check"), cache_policy=NO_CACHE)
 def check_batch(
-    cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "", cache_dir: str | None = None
+    cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "", cache_dir: str | None = None,
+    cache_url: str | None = None,
 ) -> list[Checked]:
     """Each output's checks, from the check cache when the same output, case and checker were seen before."""
-    sandbox, cache = shared_sandbox(), open_cache(cache_dir)
+    sandbox, cache = shared_sandbox(), open_cache(cache_dir, cache_url)
 
     def one(pair: tuple[Case, Generation]) -> Checked:
         case, generation = pair

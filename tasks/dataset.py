@@ -17,11 +17,11 @@ Item = tuple[Case, Generation | None]  # a case, and its output when it is not t
 
 
 @task(name="load-dataset", task_run_name="load-dataset", cache_policy=NO_CACHE)
-def validate_dataset(path: str, cache_dir: str | None = None) -> list[str]:
+def validate_dataset(path: str, cache_dir: str | None = None, cache_url: str | None = None) -> list[str]:
     """Validate every case and prove every reference against its own tests (cached in the run's
     cache) before any model call; only the ids are kept (the cases stream later)."""
     ids = dataset_ids(path)
-    prove_references(path, shared_sandbox(), open_cache(cache_dir))
+    prove_references(path, shared_sandbox(), open_cache(cache_dir, cache_url))
     return ids
 
 

@@ -18,7 +18,7 @@ from tasks import call_policy, finish, open_cache, pool_size
 def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0, model: str = ""):
     """`config.samples` answers from `model` per case, case by case: [case 0 sample 0, case 0 sample 1, ...]."""
     model = model or config.models[0]
-    cache = open_cache(config.cache_dir)
+    cache = open_cache(config.cache_dir, config.cache_url)
     policy = call_policy(config, run_dir)
     units = [(case, sample) for case in cases for sample in range(config.samples)]
     strategy = strategy_for(model, cache, config.base_url)

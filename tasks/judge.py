@@ -24,7 +24,7 @@ def judge_batch(cases: list[Case], generations: list[Generation], config: RunCon
     if not config.judge:  # --no-judge: verdicts from the checks alone
         progress.advance("judge", len(cases))
         return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
-    cache = open_cache(config.cache_dir)
+    cache = open_cache(config.cache_dir, config.cache_url)
     policy = call_policy(config, run_dir)
     pairs = list(zip(cases, generations, strict=True))
     strategies = {model: strategy_for(model, cache, config.base_url) for model in config.judge_models}

@@ -108,3 +108,6 @@ def live_prefect(tmp_path_factory) -> Iterator[LivePrefect]:
     os.killpg(process.pid, 9)
     process.wait()
     log.close()
+
+
+from tests.pg import cache_url, make_cache, postgres, prefect_on_postgres  # noqa: E402,F401  (fixtures: a real PostgreSQL, the cache on each store)

@@ -10,7 +10,6 @@ from codegen_eval.dataset import load_dataset
 from codegen_eval.grading import check_cache
 from codegen_eval.grading.check_cache import cached_checks
 from codegen_eval.grading.sandbox import Limits, Sandbox
-from codegen_eval.models.cache import CallCache
 from tests.conftest import DATASET
 
 
@@ -26,18 +25,18 @@ def cases():
     return {c.id: c for c in load_dataset(DATASET)}
 
 
-def test_a_second_grading_runs_nothing_in_the_sandbox(sandbox, cases, tmp_path):
-    cache = CallCache(tmp_path)
+def test_a_second_grading_runs_nothing_in_the_sandbox(sandbox, cases, make_cache):
+    cache = make_cache()
     case = cases["regex-aws-region"]
     first = cached_checks(case, case.expected, sandbox, cache)
-    second = cached_checks(case, case.expected, sandbox, cache)
+    second = cached_checks(case, case.expected, sandbox, make_cache())  # another handle, as another worker's
     assert (first.cached, first.sandbox_jobs) == (False, 3)  # strings, attack strings, equivalence
     assert (second.cached, second.sandbox_jobs) == (True, 0)
     assert [c.model_dump() for c in second.checks] == [c.model_dump() for c in first.checks]
 
 
-def test_a_changed_test_or_checker_reruns_exactly_what_it_affects(sandbox, cases, tmp_path, monkeypatch):
-    cache = CallCache(tmp_path)
+def test_a_changed_test_or_checker_reruns_exactly_what_it_affects(sandbox, cases, make_cache, monkeypatch):
+    cache = make_cache()
     region, account = cases["regex-aws-region"], cases["regex-account-id"]
     for case in (region, account):
         cached_checks(case, case.expected, sandbox, cache)
@@ -48,8 +47,8 @@ def test_a_changed_test_or_checker_reruns_exactly_what_it_affects(sandbox, cases
     assert cached_checks(account, account.expected, sandbox, cache).cached is False
 
 
-def test_a_timeout_is_tried_again_next_time(sandbox, cases, tmp_path):
-    cache = CallCache(tmp_path)
+def test_a_timeout_is_tried_again_next_time(sandbox, cases, make_cache):
+    cache = make_cache()
     case = cases["s3-list-all-keys"]
     looping = 'def list_all_keys(bucket_name, prefix="", page_size=1000):\n    while True:\n        pass\n'
     first = cached_checks(case, looping, sandbox, cache)

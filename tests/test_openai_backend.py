@@ -142,17 +142,17 @@ def test_5xx_is_retried_and_a_timeout_is_retried(stand_in, cache_dir):
     assert len(stand_in.requests) == 3
 
 
-def test_errors_that_persist_fail_after_max_attempts_and_are_not_cached(stand_in, cache_dir):
+def test_errors_that_persist_fail_after_max_attempts_and_are_not_cached(stand_in, make_cache):
     stand_in.default = Reply(status=500, message="boom")
-    cache = CallCache(cache_dir)
+    cache = make_cache()
     generation = generate(REGEX, MODEL, cache, policy(stand_in.url, max_attempts=2))
     assert generation.error and "boom" in generation.error and generation.retries == 1 and len(stand_in.requests) == 2
     assert len(cache) == 0
 
 
-def test_a_server_refusing_response_format_falls_back_to_fenced_and_it_is_remembered(stand_in, cache_dir):
+def test_a_server_refusing_response_format_falls_back_to_fenced_and_it_is_remembered(stand_in, make_cache):
     stand_in.responder = refuses_response_format
-    cache = CallCache(cache_dir)
+    cache = make_cache()
     generation = generate(REGEX, MODEL, cache, policy(stand_in.url))
     assert generation.strategy == "fenced" and generation.calls == 2 and generation.retries == 0
     assert generation.code == "def answer():\n    return 42"  # the first fenced block

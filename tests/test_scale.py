@@ -162,15 +162,13 @@ def test_unusable_cache_directory_gives_a_clear_error(prefect_api, api, syntheti
         assert api.count() > 0
 
 
-def test_many_threads_storing_answers_at_once_lose_none(tmp_path):
+def test_many_threads_storing_answers_at_once_lose_none(make_cache):
     """Call threads store answers through one writer lock per cache directory (two cache objects on
-    one directory share it); every answer and note is there afterwards."""
+    one directory share it), or one connection pool per database; every answer and note is there afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
     from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
-    from codegen_eval.models.cache import CallCache
-
-    caches = [CallCache(tmp_path / "cache"), CallCache(str(tmp_path / "cache") + "/")]
+    caches = [make_cache(), make_cache()]
     response = ModelResponse(text="def f():\n    return 1\n", stop_reason="end_turn", usage=Usage(input_tokens=1, output_tokens=1))
 
     def store(i: int) -> None:
@@ -180,9 +178,11 @@ def test_many_threads_storing_answers_at_once_lose_none(tmp_path):
 
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(store, range(640)))
-    reader = CallCache(tmp_path / "cache")
+    reader = make_cache()
     assert all(reader.get(f"key-{i}") == response and reader.get_note(f"note-{i}") == str(i) for i in range(640))
-    assert caches[0]._writing is caches[1]._writing and len(reader) == 1280
+    assert len(reader) == 1280
+    shared = "_writing" if hasattr(reader, "_writing") else "_db"  # the directory's writer lock; the database's pool
+    assert getattr(caches[0], shared) is getattr(caches[1], shared)
 
 
 def test_work_marked_here_runs_in_the_calling_thread_while_the_pool_runs_the_rest():

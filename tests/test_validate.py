@@ -13,7 +13,6 @@ from codegen_eval.cli import app
 from codegen_eval.dataset import DatasetError
 from codegen_eval.dataset.proof import prove_references, validate
 from codegen_eval.grading.sandbox import Sandbox
-from codegen_eval.models.cache import CallCache
 from tests.conftest import CLAUDE, SEED
 
 BROKEN = Path(__file__).parent / "data" / "broken_variants.jsonl"
@@ -127,9 +126,9 @@ def test_the_shipped_seed_validates(tmp_path, monkeypatch):
     assert result.stdout == "" and "0 problem(s)" in result.stderr
 
 
-def test_a_cached_proof_skips_the_sandbox(tmp_path):
+def test_a_cached_proof_skips_the_sandbox(tmp_path, make_cache):
     dataset = write_jsonl(tmp_path / "d.jsonl", *({**PY, "id": f"py-{i}", "expected": f"def double(x):\n    return 2 * x  # {i}\n"} for i in range(6)))
-    cache = CallCache(tmp_path / "cache")
+    cache = make_cache()
     timings, sandboxes = [], []
     for _ in range(2):
         box = Sandbox(slots=2)

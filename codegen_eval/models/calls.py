@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -49,13 +49,23 @@ def cached_call(
 ) -> CallResult:
     """Answer from the cache, or call the model and store the answer if `accept` approves it."""
     policy = policy or CallPolicy()
-    budget = policy.budget
     backend = get_backend(request.model, policy.base_url)
     identity = backend.identity()
     key = request_key(request, identity)
     hit = cache.get(key)
     if hit is not None:
         return CallResult(key=key, cached=True, response=hit)
+    with cache.claim(key) as stored:  # a shared cache: another worker making this very call now answers for us
+        if stored is not None:
+            return CallResult(key=key, cached=True, response=stored)
+        return _call_and_store(request, backend, identity, key, cache, accept, policy)
+
+
+def _call_and_store(
+    request: ModelRequest, backend: Any, identity: dict[str, Any], key: str, cache: CallCache,
+    accept: Callable[[ModelResponse], bool] | None, policy: CallPolicy,
+) -> CallResult:
+    budget = policy.budget
     estimate = worst_case_usd(request) if budget else 0.0
     if budget and not budget.reserve(estimate):
         return CallResult(key=key, cached=False, error="not made: the --max-cost budget would be exceeded", over_budget=True)
