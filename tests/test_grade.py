@@ -82,3 +82,14 @@ def test_run_no_judge_makes_no_judge_calls(prefect_api, api, tmp_path):
     config = RunConfig(dataset=str(SEED), model="claude-haiku-4-5", judge=False, out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "c"))
     results = load_results(Path(evaluate(config)))
     assert api.count("judge") == 0 and {r.verdict.value for r in results} == {"PASS"} and {r.score for r in results} == {10.0}
+
+
+def test_an_output_with_a_lone_surrogate_is_judged_without_crashing_the_run(prefect_api, api, tmp_path):
+    """A model may answer `\\ud800` (a JSON escape the API passes on): the syntax gate fails it, the judge is
+    still asked (its request is keyed and sent), and the run writes its results."""
+    seed = load_dataset(SEED)
+    outputs = write_outputs(tmp_path / "out.jsonl", [{"id": seed[0].id, "output": seed[0].expected + "\n# \ud800"}])
+    config = RunConfig(dataset=str(SEED), model="recorded", judge_model="claude-haiku-4-5", outputs=str(outputs), out=str(tmp_path / "runs"),
+                       cache_dir=str(tmp_path / "cache"))
+    (result,) = load_results(Path(evaluate(config)))
+    assert result.verdict == "FAIL" and result.checks[0].status == "SYNTAX_ERROR"

@@ -7,6 +7,7 @@ apart they are (max - min) is kept.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -100,7 +101,7 @@ def judge_request(case: Case, output: str, model: str, rubric: str | None = None
     """prefill: "```json" + stop (and a grammar on the local model); structured: the verdict schema as
     structured output, valid by construction; fenced: the rubric alone, the JSON object found in the text."""
     prompt = load_rubric(rubric).render(
-        task=case.task, output=output, expected=case.expected, criteria=case.solution_criteria, format=case.format
+        task=case.task, output=sendable(output), expected=case.expected, criteria=case.solution_criteria, format=case.format
     )
     user = Message(role="user", content=prompt)
     if strategy is Strategy.PREFILL:
@@ -108,6 +109,15 @@ def judge_request(case: Case, output: str, model: str, rubric: str | None = None
         return ModelRequest(model=model, messages=messages, max_tokens=MAX_TOKENS, stop_sequences=(STOP,), json_schema=VERDICT_SCHEMA)
     schema = VERDICT_SCHEMA if strategy is Strategy.STRUCTURED else None
     return ModelRequest(model=model, messages=(user,), max_tokens=MAX_TOKENS, json_schema=schema)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def sendable(text: str) -> str:
+    """The text as it can go over the wire: a lone surrogate (a model may answer `\\ud800`) has no UTF-8
+    form, and no API takes it, so the judge reads U+FFFD in its place."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def parse_verdict(text: str) -> JudgeVerdict:
