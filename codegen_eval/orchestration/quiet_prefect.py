@@ -39,6 +39,7 @@ class QuietRun:
     def __init__(self, log_path: Path):
         self.log_path = log_path
         self.run_dir: Path | None = None
+        self.server: TemporaryServer | None = None  # the temporary server, if one was started (a stopping run kills it)
 
 
 def turn_analytics_off() -> None:
@@ -56,7 +57,7 @@ def quiet_prefect(out: str | Path) -> Iterator[QuietRun]:
     run = QuietRun(Path(out) / f".prefect-{os.getpid()}.log")
     server = None
     if get_current_settings().api.url is None:  # no server configured: Prefect would start one that talks to the terminal
-        server = TemporaryServer(run.log_path).start()
+        server = run.server = TemporaryServer(run.log_path).start()
         _use_api(server.api_url)
     restore_logs = _route_logs(run.log_path)
     try:

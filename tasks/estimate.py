@@ -1,0 +1,94 @@
+"""The run's first line, before the long part: how many cases, which models, and how long it should take,
+from a measure of the first case not yet in the cache.
+
+The measure is no extra work: the first case's answer and judgement are stored in the call cache as
+they arrive, and its batch then finds them there.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from codegen_eval.config import RunConfig
+from codegen_eval.dataset import Case, iter_cases
+from codegen_eval.generation import generate, generation_request
+from codegen_eval.grading.judge import judge
+from codegen_eval.models.backends import LOCAL_MODEL
+from codegen_eval.models.calls import is_cached
+from codegen_eval.models.strategies import strategy_for
+from codegen_eval.reporting.progress import duration
+from tasks import call_policy, open_cache
+
+
+class Estimate(BaseModel):
+    cases: int
+    models: list[str]
+    judges: list[str]  # empty with --no-judge
+    answers_to_get: int  # generation calls not in the cache
+    seconds_per_answer: dict[str, float] = {}  # measured on the first uncached case, per model
+    seconds_per_judgement: dict[str, float] = {}  # per judge, on that case's answer
+    expected_s: float | None = None  # None: nothing was measured (everything cached, or the measure failed)
+
+    def line(self) -> str:
+        judged = f", judge {', '.join(self.judges)}" if self.judges else ", no judge"
+        head = f"{self.cases} cases × {', '.join(self.models)}{judged}: "
+        if self.answers_to_get == 0:
+            return head + "every answer is in the cache"
+        head += f"{self.answers_to_get} answers to get (the rest cached)" if self.answers_to_get < self.cases * len(self.models) else f"{self.answers_to_get} answers to get"
+        if self.expected_s is None:
+            return head
+        measured = [f"answer {s:.1f} s" for s in self.seconds_per_answer.values()] + [f"judgement {s:.1f} s" for s in self.seconds_per_judgement.values()]
+        return head + f"; the first took {', '.join(measured)}: about {duration(self.expected_s)} in all"
+
+
+@task(name="estimate", task_run_name="estimate", cache_policy=NO_CACHE)
+def estimate(config: RunConfig, run_dir: str) -> Estimate:
+    """Count the answers not in the cache, then time the first of them (and its judgement) per model."""
+    cache, policy = open_cache(config.cache_dir), call_policy(config, run_dir)
+    strategies = {model: strategy_for(model, cache, config.base_url) for model in config.models}
+    judges = config.judge_models if config.judge else []
+    cases, missing, first = 0, dict.fromkeys(config.models, 0), {}
+    for case in iter_cases(config.dataset):
+        cases += 1
+        for model in config.models:
+            for sample in range(config.samples):
+                if not is_cached(generation_request(case, model, strategies[model], sample, config.temperature), cache, policy):
+                    missing[model] += 1
+                    first.setdefault(model, (case, sample))
+    result = Estimate(cases=cases, models=config.models, judges=judges, answers_to_get=sum(missing.values()))
+    if not first:
+        return result
+    for model, (case, sample) in first.items():
+        code = _timed_answer(result, case, model, sample, config, cache, policy)
+        if code is None:
+            return result
+        for judge_model in judges:
+            started = time.perf_counter()
+            judgement = judge(case, code, judge_model, cache, config.rubric, policy)
+            if judgement.calls and judge_model not in result.seconds_per_judgement:
+                result.seconds_per_judgement[judge_model] = round(time.perf_counter() - started, 1)
+    result.expected_s = _expected_s(result, missing, config.concurrency)
+    return result
+
+
+def _timed_answer(result: Estimate, case: Case, model: str, sample: int, config: RunConfig, cache, policy) -> str | None:
+    generation = generate(case, model, cache, policy, sample, config.temperature)
+    if generation.error or generation.cached:
+        return None
+    result.seconds_per_answer[model] = round(generation.latency_s or 0.0, 1)
+    return generation.code
+
+
+def _expected_s(result: Estimate, missing: dict[str, int], concurrency: int) -> float:
+    """Calls times their measured time, over the calls a backend makes at once (the local model: one)."""
+    def at_once(model: str) -> int:
+        return 1 if model == LOCAL_MODEL else concurrency
+
+    total = sum(missing[m] * s / at_once(m) for m, s in result.seconds_per_answer.items())
+    answers = sum(missing.values())
+    total += sum(answers * s / at_once(j) for j, s in result.seconds_per_judgement.items())
+    return total
