@@ -93,8 +93,7 @@ def evaluate(config: RunConfig) -> str | State:
             progress.batch_done()
     if stopping.requested():
         summary = partial_report(run_dir, config, len(order), stopped=True)
-        return Cancelled(message=f"stopped: {summary.cases} of {len(order)} results graded, {summary.pending} pending; "
-                                 f"partial report in {run_dir}", data=run_dir)
+        return Cancelled(message=f"stopped: {summary.cases} of {len(order)} results graded, {summary.pending} pending", data=run_dir)
     return report(run_dir, config, order, round(time.perf_counter() - started, 3))
 
 

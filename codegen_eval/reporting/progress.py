@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 
@@ -82,9 +82,23 @@ class _Stage:
     label: str
     total: int | None
     done: int = 0
-    started: float = field(default_factory=time.monotonic)
+    # The rate is measured from the stage's first item on: before it, the run was setting up or
+    # waiting for an earlier stage, which says nothing about this stage's pace.
+    first_at: float | None = None
+    first_done: int = 0
     printed_at: float = float("-inf")
     printed_done: int = -1
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.first_at is None and n:
+            self.first_at, self.first_done = time.monotonic(), self.done
+
+    def rate(self) -> str:
+        if self.first_at is None:
+            return ""
+        done = self.done - self.first_done
+        return rate_and_eta(done, None if self.total is None else self.total - self.first_done, time.monotonic() - self.first_at)
 
 
 class Lines:
@@ -103,7 +117,7 @@ class Lines:
                 state = self._stages[stage] = _Stage(self._labels.get(stage, stage), total)
             elif total is not None:
                 state.total = total
-            state.done += n
+            state.add(n)
             if time.monotonic() - state.printed_at >= self._every_s:
                 self._print(state)
 
@@ -119,7 +133,7 @@ class Lines:
 
     def _print(self, state: _Stage) -> None:
         count = f"{state.done}/{state.total}" if state.total is not None else str(state.done)
-        rate = rate_and_eta(state.done, state.total, time.monotonic() - state.started)
+        rate = state.rate()
         self._write(f"{state.label} {count}" + (f", {rate}" if rate else ""))
         state.printed_at, state.printed_done = time.monotonic(), state.done
 
