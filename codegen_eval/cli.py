@@ -341,19 +341,19 @@ def _execute(config: RunConfig, fail_under: float | None = None) -> None:
     stopping.handle_signals(f"to resume, run the same command: {_same_command()}")
     stopping.on_exit(_close_sandbox)
     total = _preflight(config)
-    if stopping.requested():
-        _stopped(None, "stopped before any model call")
+    if stopping.requested():  # before any model call
+        _stopped()
     try:
         with quiet_prefect(config.out) as quiet:
             stopping.on_exit(lambda: _kill_server(quiet))
-            run_dir, stopped = _run_flow(config, total)
+            run_dir, cancelled = _run_flow(config, total)
             quiet.run_dir = Path(run_dir)
     except CacheError as exc:  # e.g. the disk filled up mid-run
         _fail(f"{exc}. Every answer stored before this is kept: free space and run the same command again.")
     except PrefectServerError as exc:
         _fail(str(exc))
-    if stopped:
-        _stopped(run_dir, stopped)
+    if cancelled:
+        _stopped()
     pass_rate = _print_summary(Path(run_dir))
     print(run_dir)
     if fail_under is not None and pass_rate < fail_under:
@@ -366,13 +366,10 @@ def _same_command() -> str:
     return shlex.join(["codegen-eval", *sys.argv[1:]])
 
 
-def _stopped(run_dir: str | None, message: str) -> None:
-    """A stopped run: its sandbox closed, where its partial report is, how to resume; exit 130."""
+def _stopped() -> None:
+    """A stopped run: its sandbox closed, what was kept, where its partial report is, how to resume; exit 130."""
     _close_sandbox()
-    err.print(f"{message}; partial report: {Path(run_dir) / 'report.html'}" if run_dir else message, highlight=False, soft_wrap=True)
-    err.print(stopping.resume_line(), highlight=False, soft_wrap=True)
-    if run_dir:
-        print(run_dir)
+    stopping.farewell()
     raise typer.Exit(stopping.EXIT_CODE)
 
 
@@ -530,8 +527,8 @@ def _check_rubric(path: str) -> None:
         raise ValueError(f"rubric {path}: {exc}") from exc
 
 
-def _run_flow(config: RunConfig, total: int) -> tuple[str, str | None]:
-    """The flow run, with its progress shown; returns the run directory and, for a stopped run, what it says."""
+def _run_flow(config: RunConfig, total: int) -> tuple[str, bool]:
+    """The flow run, with its progress shown; returns the run directory, and whether the run was stopped."""
     # A busy 2-core machine needs more than Prefect's default 20 s to start its ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     import logging
@@ -556,8 +553,8 @@ def _run_flow(config: RunConfig, total: int) -> tuple[str, str | None]:
     with progress.shown(err, labels, totals):
         with _without_heartbeats():
             state = run_evaluation(config, return_state=True)
-    run_dir = state.result(raise_on_failure=not state.is_cancelled())  # raises what the flow raised; Cancelled holds the run directory
-    return run_dir, (state.message or "stopped") if state.is_cancelled() else None
+    # Raises what the flow raised; a Cancelled state (a stopped run) holds the run directory.
+    return state.result(raise_on_failure=not state.is_cancelled()), state.is_cancelled()
 
 
 def _without_heartbeats():

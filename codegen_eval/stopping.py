@@ -23,15 +23,17 @@ from typing import Any
 
 from codegen_eval.models.backends import BackendError
 
-GRACE_S = 5.0  # after the first signal, work in flight has this long to finish
-HARD_EXIT_S = 9.0  # and the process is gone by then, whatever still runs
+GRACE_S = 4.0  # after the first signal, work in flight has this long to finish
+HARD_EXIT_S = 9.3  # and the process is gone by then, whatever still runs (a call that does not return)
 CLEANUP_S = 0.8  # what ending at once may spend killing the run's processes
 EXIT_CODE = 130  # 128 + SIGINT, as shells report a run ended by Ctrl-C
 
 _event = threading.Event()
 _asked_at: float | None = None
 _cleanups: list[Callable[[], Any]] = []
-_handling: dict[str, Any] = {}  # "resume": the line printed on the way out; "previous": handlers to restore
+_handling: dict[str, Any] = {}  # "resume": the line said on the way out
+_outcome: dict[str, str] = {}  # "message" and "run_dir" of the stopped run, once the flow has written its partial report
+_said = threading.Lock()  # the farewell is said once
 
 
 class StopRequested(BackendError):
@@ -89,15 +91,25 @@ def on_exit(cleanup: Callable[[], Any]) -> Callable[[], None]:
 
 def handle_signals(resume: str) -> Callable[[], None]:
     """SIGINT and SIGTERM stop the run as above; `resume` is said on the way out. Returns the undo.
-    Main thread only (Python's rule for signal handlers)."""
-    _handling["resume"] = resume
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _handling["previous"] = previous
+    Main thread only (Python's rule for signal handlers).
+
+    Python runs a signal handler in the main thread, between bytecodes: while that thread is in a long
+    C call (llama.cpp evaluating a prompt), the handler waits. So the signals are acted on by a thread
+    of their own, woken through `signal.set_wakeup_fd` as soon as one arrives; the Python-level
+    handler only keeps the default one (KeyboardInterrupt, or death by SIGTERM) from running."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = {sig: signal.signal(sig, _in_main_thread) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    _handling.update(resume=resume)
+    threading.Thread(target=_watch, args=(read_end,), name="stop-signals", daemon=True).start()
 
     def restore() -> None:
+        signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _handling.clear()
+        os.close(write_end)  # the watching thread reads the end of the pipe and returns
 
     return restore
 
@@ -107,7 +119,7 @@ def reinstall() -> None:
     crash of the flow run while it runs): a no-op unless `handle_signals` is in force."""
     if _handling and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _on_signal)
+            signal.signal(sig, _in_main_thread)
 
 
 def say(line: str) -> None:
@@ -118,19 +130,46 @@ def say(line: str) -> None:
         pass
 
 
-def resume_line() -> str:
-    return _handling.get("resume", "")
+def stopped(message: str, run_dir: str) -> None:
+    """The flow has written the stopped run's partial report: what to say on the way out."""
+    _outcome.update(message=message, run_dir=run_dir)
 
 
-def _on_signal(signum: int, frame: Any) -> None:
-    if _event.is_set():
-        say(f"{signal.Signals(signum).name} again: stopping now")
-        end_now()
-    request()
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    say(f"{name}: stopping: no new model calls or sandbox jobs; work in flight gets {GRACE_S:.0f} s "
-        "(Ctrl-C again to quit at once)")
-    threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
+def farewell() -> None:
+    """Once: what was kept (stderr), the run directory (stdout, as a finished run prints it) and how to
+    resume. From the CLI when the flow ended, or from `end_now` when it could not wait for that."""
+    if not _said.acquire(blocking=False):
+        return
+    if run_dir := _outcome.get("run_dir"):
+        say(f"{_outcome.get('message', 'stopped')}; partial report: {os.path.join(run_dir, 'report.html')}")
+        try:
+            sys.stdout.flush()
+            os.write(1, (run_dir + "\n").encode())
+        except (OSError, ValueError):
+            pass
+    if resume := _handling.get("resume"):
+        say(resume)
+
+
+def _in_main_thread(signum: int, frame: Any) -> None:
+    """Nothing: `_watch` has acted on the signal already."""
+
+
+def _watch(read_end: int) -> None:
+    """The first signal asks the run to stop and arms the watchdog; the next one ends the process."""
+    while data := os.read(read_end, 64):
+        for signum in data:
+            if signum not in (signal.SIGINT, signal.SIGTERM):
+                continue
+            if _event.is_set():
+                say(f"{signal.Signals(signum).name} again: stopping now")
+                end_now()
+            request()
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            say(f"{name}: stopping: no new model calls or sandbox jobs; work in flight gets {GRACE_S:.0f} s "
+                "(Ctrl-C again to quit at once)")
+            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
+    os.close(read_end)
 
 
 def _watchdog() -> None:
@@ -153,8 +192,7 @@ def end_now() -> None:
     cleaning = threading.Thread(target=clean, name="stop-cleanup", daemon=True)
     cleaning.start()
     cleaning.join(timeout=CLEANUP_S)
-    if resume := _handling.get("resume"):
-        say(resume)
+    farewell()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

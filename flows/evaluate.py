@@ -62,7 +62,10 @@ def evaluate(config: RunConfig) -> str | State:
     items, order = plan(config, ids)
     run_dir = start_run(config, len(order))
     if not (config.outputs or config.regrade_of or config.retry_errors_of or stopping.requested()):
-        _announce(estimate(config, run_dir).line())
+        if config.task_runner == "thread":  # off this thread, so a stop's grace holds while it calls the model
+            _wait((estimate.submit(config, run_dir, _announce),))
+        else:  # on a Dask worker its lines would not reach this process
+            estimate(config, run_dir, _announce)
     in_flight: deque = deque()
     # opaque: Prefect resolves a future but does not walk the objects inside (~1 s per 1,000 cases).
     # prefect-dask 0.3.7 hands opaque() to its workers as a bare tuple, so there it is left out.
@@ -93,12 +96,14 @@ def evaluate(config: RunConfig) -> str | State:
             progress.batch_done()
     if stopping.requested():
         summary = partial_report(run_dir, config, len(order), stopped=True)
-        return Cancelled(message=f"stopped: {summary.cases} of {len(order)} results graded, {summary.pending} pending", data=run_dir)
+        message = f"stopped: {summary.cases} of {len(order)} results graded, {summary.pending} pending"
+        stopping.stopped(message, run_dir)
+        return Cancelled(message=message, data=run_dir)
     return report(run_dir, config, order, round(time.perf_counter() - started, 3))
 
 
 def _announce(line: str) -> None:
-    """The run's first line: on the CLI's stderr, and in the flow run's log (a deployment's only output)."""
+    """The run's first lines: on the CLI's stderr, and in the flow run's log (a deployment's only output)."""
     progress.say(line)
     get_run_logger().info(line)
 

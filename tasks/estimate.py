@@ -8,11 +8,13 @@ they arrive, and its batch then finds them there.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from codegen_eval import stopping
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, iter_cases
 from codegen_eval.generation import generate, generation_request
@@ -28,26 +30,33 @@ class Estimate(BaseModel):
     cases: int
     models: list[str]
     judges: list[str]  # empty with --no-judge
+    samples: int = 1
     answers_to_get: int  # generation calls not in the cache
     seconds_per_answer: dict[str, float] = {}  # measured on the first uncached case, per model
     seconds_per_judgement: dict[str, float] = {}  # per judge, on that case's answer
     expected_s: float | None = None  # None: nothing was measured (everything cached, or the measure failed)
 
-    def line(self) -> str:
+    def head(self) -> str:
+        """What the run is: cases, models, judges, answers not in the cache."""
         judged = f", judge {', '.join(self.judges)}" if self.judges else ", no judge"
         head = f"{self.cases} cases × {', '.join(self.models)}{judged}: "
         if self.answers_to_get == 0:
             return head + "every answer is in the cache"
-        head += f"{self.answers_to_get} answers to get (the rest cached)" if self.answers_to_get < self.cases * len(self.models) else f"{self.answers_to_get} answers to get"
+        cached = self.cases * len(self.models) * self.samples - self.answers_to_get
+        return head + f"{self.answers_to_get} answers to get" + (f" ({cached} in the cache)" if cached else "")
+
+    def measured(self) -> str:
+        """How long the first case took, and the run at that pace."""
         if self.expected_s is None:
-            return head
-        measured = [f"answer {s:.1f} s" for s in self.seconds_per_answer.values()] + [f"judgement {s:.1f} s" for s in self.seconds_per_judgement.values()]
-        return head + f"; the first took {', '.join(measured)}: about {duration(self.expected_s)} in all"
+            return "the first case could not be timed (it gave no answer)"
+        took = [f"answer {s:.1f} s" for s in self.seconds_per_answer.values()] + [f"judgement {s:.1f} s" for s in self.seconds_per_judgement.values()]
+        return f"the first case took {', '.join(took)}: about {duration(self.expected_s)} in all"
 
 
 @task(name="estimate", task_run_name="estimate", cache_policy=NO_CACHE)
-def estimate(config: RunConfig, run_dir: str) -> Estimate:
-    """Count the answers not in the cache, then time the first of them (and its judgement) per model."""
+def estimate(config: RunConfig, run_dir: str, say: Callable[[str], None]) -> Estimate:
+    """Count the answers not in the cache and `say` so; then time the first of them (and its judgement)
+    per model and `say` what the whole run should take at that pace."""
     cache, policy = open_cache(config.cache_dir), call_policy(config, run_dir)
     strategies = {model: strategy_for(model, cache, config.base_url) for model in config.models}
     judges = config.judge_models if config.judge else []
@@ -59,12 +68,15 @@ def estimate(config: RunConfig, run_dir: str) -> Estimate:
                 if not is_cached(generation_request(case, model, strategies[model], sample, config.temperature), cache, policy):
                     missing[model] += 1
                     first.setdefault(model, (case, sample))
-    result = Estimate(cases=cases, models=config.models, judges=judges, answers_to_get=sum(missing.values()))
+    result = Estimate(cases=cases, models=config.models, judges=judges, samples=config.samples, answers_to_get=sum(missing.values()))
+    say(result.head() + ("; timing the first case" if first else ""))
     if not first:
         return result
     for model, (case, sample) in first.items():
         code = _timed_answer(result, case, model, sample, config, cache, policy)
         if code is None:
+            if not stopping.requested():
+                say(result.measured())
             return result
         for judge_model in judges:
             started = time.perf_counter()
@@ -72,6 +84,7 @@ def estimate(config: RunConfig, run_dir: str) -> Estimate:
             if judgement.calls and judge_model not in result.seconds_per_judgement:
                 result.seconds_per_judgement[judge_model] = round(time.perf_counter() - started, 1)
     result.expected_s = _expected_s(result, missing, config.concurrency)
+    say(result.measured())
     return result
 
 
