@@ -23,8 +23,10 @@ from typing import Any
 
 from codegen_eval.models.backends import BackendError
 
-GRACE_S = 4.0  # after the first signal, work in flight has this long to finish
-HARD_EXIT_S = 9.3  # and the process is gone by then, whatever still runs (a call that does not return)
+GRACE_S = 3.5  # after the first signal, work in flight has this long to finish
+# And the process is gone by then, whatever still runs (a call that does not return): under 10 s from
+# the signal with room for a busy machine's scheduling and the process's own teardown.
+HARD_EXIT_S = 8.0
 CLEANUP_S = 0.8  # what ending at once may spend killing the run's processes
 EXIT_CODE = 130  # 128 + SIGINT, as shells report a run ended by Ctrl-C
 

@@ -119,6 +119,8 @@ def test_a_stopped_run_ends_cancelled_keeps_its_answers_and_resumes(prefect_api,
     assert left_behind(seen) == []
     made = slow_api.count()
     assert made < 2 * CASES  # it did stop starting calls
+    if sig != signal.SIGINT:
+        return  # the resume is the same whatever the signal: shown once
 
     slow_api.reset()
     again = subprocess.run([sys.executable, "-m", "codegen_eval.cli", "run", *args], cwd=ROOT, env=env,
