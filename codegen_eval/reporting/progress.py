@@ -87,7 +87,7 @@ class _Stage:
     first_at: float | None = None
     first_done: int = 0
     printed_at: float = float("-inf")
-    printed_done: int = -1
+    printed_done: int = 0
 
     def add(self, n: int) -> None:
         self.done += n
