@@ -30,7 +30,7 @@ from codegen_eval.orchestration.quiet_prefect import parameters_by_pydantic
 from codegen_eval.reporting import progress
 from tasks.check import check_batch, sandbox_self_test
 from tasks.dataset import Item, plan, validate_dataset
-from tasks.estimate import estimate
+from tasks.estimate import Estimate, estimate
 from tasks.generate import generate_batch
 from tasks.judge import judge_batch
 from tasks.report import partial_report, record_batch, report, start_run
@@ -61,11 +61,7 @@ def evaluate(config: RunConfig) -> str | State:
     ids = validate_dataset(config.dataset, config.cache_dir)
     items, order = plan(config, ids)
     run_dir = start_run(config, len(order))
-    if not (config.outputs or config.regrade_of or config.retry_errors_of or stopping.requested()):
-        if config.task_runner == "thread":  # off this thread, so a stop's grace holds while it calls the model
-            _wait((estimate.submit(config, run_dir, _announce),))
-        else:  # on a Dask worker its lines would not reach this process
-            estimate(config, run_dir, _announce)
+    ahead = _first_lines(config, run_dir)
     in_flight: deque = deque()
     # opaque: Prefect resolves a future but does not walk the objects inside (~1 s per 1,000 cases).
     # prefect-dask 0.3.7 hands opaque() to its workers as a bare tuple, so there it is left out.
@@ -77,13 +73,15 @@ def evaluate(config: RunConfig) -> str | State:
             break
         for model, cases, given in _per_model(config, batch):  # one chain of tasks per (model, batch)
             batch_cases = opaque(cases)
+            # The case timed for the first lines: its batch takes what the measure got.
+            batch_ahead = opaque(ahead.for_batch({case.id for case, _ in batch}) if ahead else None)
             if given is None:
-                generations = generate_batch.submit(opaque([case for case, _ in batch]), settings, run_dir, index, model)
+                generations = generate_batch.submit(opaque([case for case, _ in batch]), settings, run_dir, index, model, batch_ahead)
             else:
                 generations = given
             checks = check_batch.submit(batch_cases, opaque(generations), index, model, config.cache_dir)
             judge = judge_batch.with_options(task_run_name=task_name("judge", {"model": model, "batch_index": index}))
-            judgements = judge.submit(batch_cases, opaque(generations), settings, run_dir, index)
+            judgements = judge.submit(batch_cases, opaque(generations), settings, run_dir, index, batch_ahead)
             recorded = record_batch.submit(batch_cases, opaque(generations), opaque(checks), opaque(judgements), settings, run_dir, index, model)
             in_flight.append((generations, checks, judgements, recorded))
             if len(in_flight) >= IN_FLIGHT_BATCHES and _wait(in_flight.popleft()):
@@ -100,6 +98,17 @@ def evaluate(config: RunConfig) -> str | State:
         stopping.stopped(message, run_dir)
         return Cancelled(message=message, data=run_dir)
     return report(run_dir, config, order, round(time.perf_counter() - started, 3))
+
+
+def _first_lines(config: RunConfig, run_dir: str) -> Estimate | None:
+    """Before the long part: what the run is, and how long it should take from its first case. Returns
+    the estimate, with what the measure got (for its batch to take)."""
+    if config.outputs or config.regrade_of or config.retry_errors_of or stopping.requested():
+        return None
+    if config.task_runner == "thread":  # off this thread, so a stop's grace holds while it calls the model
+        future = estimate.submit(config, run_dir, _announce)
+        return future.result() if _wait((future,)) else None
+    return estimate(config, run_dir, _announce)  # on a Dask worker its lines would not reach this process
 
 
 def _announce(line: str) -> None:

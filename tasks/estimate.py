@@ -1,8 +1,8 @@
 """The run's first line, before the long part: how many cases, which models, and how long it should take,
 from a measure of the first case not yet in the cache.
 
-The measure is no extra work: the first case's answer and judgement are stored in the call cache as
-they arrive, and its batch then finds them there.
+The measure is no extra work: the first case's answer and judgement go to its batch, which takes them
+as its own. With --batch nothing is timed: a synchronous call would cost twice a batched one.
 """
 
 from __future__ import annotations
@@ -17,13 +17,23 @@ from pydantic import BaseModel
 from codegen_eval import stopping
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, iter_cases
-from codegen_eval.generation import generate, generation_request
-from codegen_eval.grading.judge import judge
+from codegen_eval.generation import Generation, generate, generation_request
+from codegen_eval.grading.judge import Judgement, JudgeStatus, judge
 from codegen_eval.models.backends import LOCAL_MODEL
 from codegen_eval.models.calls import is_cached
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.reporting.progress import duration
 from tasks import call_policy, open_cache
+
+
+class Judged(BaseModel):
+    """A judgement the measure got: by which judge, of which model's answer to which case and sample."""
+
+    judge_model: str
+    model: str
+    case_id: str
+    sample: int
+    judgement: Judgement
 
 
 class Estimate(BaseModel):
@@ -35,6 +45,22 @@ class Estimate(BaseModel):
     seconds_per_answer: dict[str, float] = {}  # measured on the first uncached case, per model
     seconds_per_judgement: dict[str, float] = {}  # per judge, on that case's answer
     expected_s: float | None = None  # None: nothing was measured (everything cached, or the measure failed)
+    # What the measure got, handed to its case's batch, which takes it as its own (calls made and paid
+    # by this run, errors and unusable answers included) instead of asking again.
+    generations: list[Generation] = []
+    judgements: list[Judged] = []
+
+    def for_batch(self, case_ids: set[str]) -> Estimate:
+        """Only what the measure got for these cases (a batch's share)."""
+        return self.model_copy(update={"generations": [g for g in self.generations if g.case_id in case_ids],
+                                       "judgements": [j for j in self.judgements if j.case_id in case_ids]})
+
+    def generation(self, model: str, case_id: str, sample: int) -> Generation | None:
+        return next((g for g in self.generations if (g.model, g.case_id, g.sample) == (model, case_id, sample)), None)
+
+    def judgement(self, judge_model: str, generation: Generation) -> Judgement | None:
+        wanted = (judge_model, generation.model, generation.case_id, generation.sample)
+        return next((j.judgement for j in self.judgements if (j.judge_model, j.model, j.case_id, j.sample) == wanted), None)
 
     def head(self) -> str:
         """What the run is: cases, models, judges, answers not in the cache."""
@@ -69,6 +95,8 @@ def estimate(config: RunConfig, run_dir: str, say: Callable[[str], None]) -> Est
                     missing[model] += 1
                     first.setdefault(model, (case, sample))
     result = Estimate(cases=cases, models=config.models, judges=judges, samples=config.samples, answers_to_get=sum(missing.values()))
+    if config.use_batch:
+        first = {}
     say(result.head() + ("; timing the first case" if first else ""))
     if not first:
         return result
@@ -81,8 +109,11 @@ def estimate(config: RunConfig, run_dir: str, say: Callable[[str], None]) -> Est
         for judge_model in judges:
             started = time.perf_counter()
             judgement = judge(case, code, judge_model, cache, config.rubric, policy)
-            if judgement.calls and judge_model not in result.seconds_per_judgement:
-                result.seconds_per_judgement[judge_model] = round(time.perf_counter() - started, 1)
+            if judgement.status is JudgeStatus.JUDGE_ERROR and stopping.requested():
+                return result  # cut short: the batch asks again (on resume)
+            result.judgements.append(Judged(judge_model=judge_model, model=model, case_id=case.id, sample=sample, judgement=judgement))
+            if judgement.calls:
+                result.seconds_per_judgement.setdefault(judge_model, round(time.perf_counter() - started, 1))
     result.expected_s = _expected_s(result, missing, config.concurrency)
     say(result.measured())
     return result
@@ -90,6 +121,9 @@ def estimate(config: RunConfig, run_dir: str, say: Callable[[str], None]) -> Est
 
 def _timed_answer(result: Estimate, case: Case, model: str, sample: int, config: RunConfig, cache, policy) -> str | None:
     generation = generate(case, model, cache, policy, sample, config.temperature)
+    if generation.error and stopping.requested():
+        return None  # cut short: the batch asks again (on resume)
+    result.generations.append(generation)
     if generation.error or generation.cached:
         return None
     result.seconds_per_answer[model] = round(generation.latency_s or 0.0, 1)

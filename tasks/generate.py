@@ -13,12 +13,14 @@ from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
 from tasks import call_policy, finish, open_cache, pool_size
+from tasks.estimate import Estimate
 
 
 @task(name="generate", task_run_name=task_run_name("generate"), cache_policy=NO_CACHE)
-def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0, model: str = ""):
+def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_index: int = 0, model: str = "", ahead: Estimate | None = None):
     """`config.samples` answers from `model` per case, case by case: [case 0 sample 0, case 0 sample 1, ...];
-    None for an answer still pending when the run stopped."""
+    None for an answer still pending when the run stopped. `ahead`: answers this run got before the
+    batch (the first case, timed), taken as they are."""
     model = model or config.models[0]
     cache = open_cache(config.cache_dir)
     policy = call_policy(config, run_dir)
@@ -29,7 +31,8 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
 
     def one(unit: tuple[Case, int]) -> Generation | None:
         case, sample = unit
-        generation = generate(case, model, cache, policy, sample, config.temperature)
+        generation = ahead.generation(model, case.id, sample) if ahead else None
+        generation = generation or generate(case, model, cache, policy, sample, config.temperature)
         if generation.error and stopping.requested():  # not made, or cut short, by the stop: pending
             return None
         if generation.key in fetched:  # paid for in this run's batch, not an earlier run's cache

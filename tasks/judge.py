@@ -16,13 +16,16 @@ from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
 from tasks import call_policy, finish, open_cache, pool_size
+from tasks.estimate import Estimate
 
 
 @task(name="judge", task_run_name=task_run_name("judge"), cache_policy=NO_CACHE)
-def judge_batch(cases: list[Case], generations: list[Generation | None], config: RunConfig, run_dir: str, batch_index: int = 0):
+def judge_batch(cases: list[Case], generations: list[Generation | None], config: RunConfig, run_dir: str, batch_index: int = 0,
+                ahead: Estimate | None = None):
     """Every judge grades every case of the batch (each judge's calls cached on their own); a case's
     judgement is their combination (`combine`: the median score). None where the output is pending, or
-    a judge's call was not made because the run is stopping."""
+    a judge's call was not made because the run is stopping. `ahead`: judgements this run got before
+    the batch (the first case, timed), taken as they are."""
     if not config.judge:  # --no-judge: verdicts from the checks alone
         progress.advance("judge", sum(g is not None for g in generations))
         return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") if g is not None else None for g in generations]
@@ -36,6 +39,8 @@ def judge_batch(cases: list[Case], generations: list[Generation | None], config:
     batched = _sent_ahead(requests, cache, config.judge_models) if config.use_batch else {}
 
     def by(model: str, index: int, case: Case, generation: Generation) -> Judgement:
+        if ahead and (judgement := ahead.judgement(model, generation)):
+            return judgement
         judgement = judge(case, generation.code, model, cache, config.rubric, policy)
         if (key := batched.get((index, model))) is not None:  # paid for in this run's batch
             judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
