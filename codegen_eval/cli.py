@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from codegen_eval import stopping
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
 from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
 from codegen_eval.grading.sandbox import shared_sandbox
@@ -357,20 +359,51 @@ def _calibrated(config: RunConfig, paths: list[Path] | None) -> RunConfig:
 
 
 def _execute(config: RunConfig, fail_under: float | None = None) -> None:
+    # Ctrl-C or SIGTERM: stop cleanly (see codegen_eval/stopping.py); a second one ends the process at once.
+    stopping.handle_signals(f"to resume, run the same command: {_same_command()}")
+    stopping.on_exit(_close_sandbox)
     total = _preflight(config)
+    if stopping.requested():  # before any model call
+        _stopped()
     try:
         with quiet_prefect(config.out) as quiet:
-            run_dir = _run_flow(config, total)
+            stopping.on_exit(lambda: _kill_server(quiet))
+            run_dir, cancelled = _run_flow(config, total)
             quiet.run_dir = Path(run_dir)
     except CacheError as exc:  # e.g. the disk filled up, or the database went away, mid-run
         _fail(f"{exc}. Every answer stored before this is kept: {exc.remedy}.")
     except PrefectServerError as exc:
         _fail(str(exc))
+    if cancelled:
+        _stopped()
     pass_rate = _print_summary(Path(run_dir))
     print(run_dir)
     if fail_under is not None and pass_rate < fail_under:
         err.print(f"pass rate {pass_rate:.1%} is under --fail-under {fail_under:.1%}", style="bold red", highlight=False)
         raise typer.Exit(1)
+
+
+def _same_command() -> str:
+    """This command as the user could type it again (the entry point's name, not `python -m ...`)."""
+    return shlex.join(["codegen-eval", *sys.argv[1:]])
+
+
+def _stopped() -> None:
+    """A stopped run: its sandbox closed, what was kept, where its partial report is, how to resume; exit 130."""
+    _close_sandbox()
+    stopping.farewell()
+    raise typer.Exit(stopping.EXIT_CODE)
+
+
+def _close_sandbox() -> None:
+    from codegen_eval.grading import sandbox
+
+    if sandbox._shared is not None:  # noqa: SLF001 (never start one only to close it)
+        sandbox._shared.close()  # noqa: SLF001
+
+
+def _kill_server(quiet) -> None:
+    quiet.kill_server()
 
 
 def _print_summary(run_dir: Path) -> float:
@@ -474,8 +507,12 @@ def _prove_references(config: RunConfig) -> None:
     """Each reference must pass its own tests before a model is paid to attempt the case (cached)."""
     from codegen_eval.dataset.proof import prove_references
 
+    import logging
+
+    # A stop leaves the remaining proofs to the next run, without a warning for each reference not proven.
+    logging.getLogger("codegen_eval.dataset.proof").addFilter(lambda record: not stopping.requested())
     with _proof_progress("prove") as advance:
-        prove_references(config.dataset, shared_sandbox(), CallCache(config.cache_dir, url=config.cache_url), advance)
+        prove_references(config.dataset, stopping.StoppingSandbox(shared_sandbox()), CallCache(config.cache_dir, url=config.cache_url), advance)  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -511,7 +548,8 @@ def _check_rubric(path: str) -> None:
         raise ValueError(f"rubric {path}: {exc}") from exc
 
 
-def _run_flow(config: RunConfig, total: int) -> str:
+def _run_flow(config: RunConfig, total: int) -> tuple[str, bool]:
+    """The flow run, with its progress shown; returns the run directory, and whether the run was stopped."""
     # A busy 2-core machine needs more than Prefect's default 20 s to start its ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     import logging
@@ -529,23 +567,15 @@ def _run_flow(config: RunConfig, total: int) -> str:
     # objects, 0.2 ms; the garbage it lets wait is a few MB at most.
     gc.set_threshold(10_000, 10, 10)
 
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
-        stages = {stage: bar.add_task(stage, total=total) for stage in ("generate", "check", "judge")}
-
-        def listener(stage: str, n: int, total: int | None = None) -> None:
-            if stage not in stages:  # e.g. a Message Batch being polled
-                stages[stage] = bar.add_task(stage, total=total)
-            elif total is not None:
-                bar.update(stages[stage], total=total)
-            bar.advance(stages[stage], n)
-
-        progress.subscribe(listener)
-        try:
-            with _without_heartbeats():
-                return run_evaluation(config)
-        finally:
-            progress.unsubscribe(listener)
+    generating = not (config.outputs or config.regrade_of)
+    labels = {"generate": f"generate {config.label}", "check": "check",
+              "judge": f"judge {', '.join(config.judge_models)}" if config.judge else "judge (none)"}
+    totals: dict[str, int | None] = {stage: total for stage in ("generate", "check", "judge") if generating or stage != "generate"}
+    with progress.shown(err, labels, totals):
+        with _without_heartbeats():
+            state = run_evaluation(config, return_state=True)
+    # Raises what the flow raised; a Cancelled state (a stopped run) holds the run directory.
+    return state.result(raise_on_failure=not state.is_cancelled()), state.is_cancelled()
 
 
 def _without_heartbeats():

@@ -3,9 +3,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from codegen_eval import stopping
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
-from codegen_eval.grading.check_cache import Checked, cached_checks, is_checked
+from codegen_eval.grading.check_cache import Checked, cached_checks, is_checked, settled
 from codegen_eval.grading.checks import needs_sandbox
 from codegen_eval.grading.sandbox import shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
@@ -24,21 +25,26 @@ def sandbox_self_test(cache_dir: str | None = None, cache_url: str | None = None
 
 @task(name="check", task_run_name=task_run_name("check"), cache_policy=NO_CACHE)
 def check_batch(
-    cases: list[Case], generations: list[Generation], batch_index: int = 0, model: str = "", cache_dir: str | None = None,
+    cases: list[Case], generations: list[Generation | None], batch_index: int = 0, model: str = "", cache_dir: str | None = None,
     cache_url: str | None = None,
-) -> list[Checked]:
-    """Each output's checks, from the check cache when the same output, case and checker were seen before."""
-    sandbox, cache = shared_sandbox(), open_cache(cache_dir, cache_url)
+) -> list[Checked | None]:
+    """Each output's checks, from the check cache when the same output, case and checker were seen before;
+    None where the output is pending, or its checks were cut short by a stop."""
+    sandbox, cache = stopping.StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url)
 
-    def one(pair: tuple[Case, Generation]) -> Checked:
+    def one(pair: tuple[Case, Generation | None]) -> Checked | None:
         case, generation = pair
-        checked = cached_checks(case, generation.code, sandbox, cache)
+        if generation is None:
+            return None
+        checked = cached_checks(case, generation.code, sandbox, cache)  # type: ignore[arg-type]  (it only calls .run)
+        if stopping.requested() and not settled(checked.checks):
+            return None
         progress.advance("check")
         return checked
 
     # One thread per sandbox slot for the checks that run jobs in the sandbox's processes. The others
     # (stored ones, and those with no sandbox job) are CPU work in this process, done in this thread.
     pairs = list(zip(cases, generations, strict=True))
-    here = [not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
+    here = [generation is None or not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
     results = run_cached_first(one, pairs, here, sandbox.slots, pool_name="sandbox")
-    return finish(results, all(checked.cached for checked in results))
+    return finish(results, all(checked is not None and checked.cached for checked in results))

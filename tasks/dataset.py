@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from codegen_eval import stopping
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
 from codegen_eval.dataset.proof import prove_references
@@ -21,7 +22,7 @@ def validate_dataset(path: str, cache_dir: str | None = None, cache_url: str | N
     """Validate every case and prove every reference against its own tests (cached in the run's
     cache) before any model call; only the ids are kept (the cases stream later)."""
     ids = dataset_ids(path)
-    prove_references(path, shared_sandbox(), open_cache(cache_dir, cache_url))
+    prove_references(path, stopping.StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url))  # type: ignore[arg-type]  (it only runs jobs)
     return ids
 
 

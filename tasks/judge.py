@@ -3,6 +3,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from codegen_eval import stopping
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
@@ -15,40 +16,51 @@ from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
 from tasks import call_policy, finish, open_cache, pool_size
+from tasks.estimate import Estimate
 
 
 @task(name="judge", task_run_name=task_run_name("judge"), cache_policy=NO_CACHE)
-def judge_batch(cases: list[Case], generations: list[Generation], config: RunConfig, run_dir: str, batch_index: int = 0):
+def judge_batch(cases: list[Case], generations: list[Generation | None], config: RunConfig, run_dir: str, batch_index: int = 0,
+                ahead: Estimate | None = None):
     """Every judge grades every case of the batch (each judge's calls cached on their own); a case's
-    judgement is their combination (`combine`: the median score)."""
+    judgement is their combination (`combine`: the median score). None where the output is pending, or
+    a judge's call was not made because the run is stopping. `ahead`: judgements this run got before
+    the batch (the first case, timed), taken as they are."""
     if not config.judge:  # --no-judge: verdicts from the checks alone
-        progress.advance("judge", len(cases))
-        return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") for _ in cases]
+        progress.advance("judge", sum(g is not None for g in generations))
+        return [Judgement(status=JudgeStatus.SKIPPED, error="judge disabled (--no-judge)") if g is not None else None for g in generations]
     cache = open_cache(config.cache_dir, config.cache_url)
     policy = call_policy(config, run_dir)
     pairs = list(zip(cases, generations, strict=True))
     strategies = {model: strategy_for(model, cache, config.base_url) for model in config.judge_models}
     # Per case, each judge's first request (a case with no code is not judged).
     requests = [{model: judge_request(case, g.code, model, config.rubric, strategy) for model, strategy in strategies.items()}
-                if g.code.strip() else {} for case, g in pairs]
+                if g is not None and g.code.strip() else {} for case, g in pairs]
     batched = _sent_ahead(requests, cache, config.judge_models) if config.use_batch else {}
 
     def by(model: str, index: int, case: Case, generation: Generation) -> Judgement:
+        if ahead and (judgement := ahead.judgement(model, generation)):
+            return judgement
         judgement = judge(case, generation.code, model, cache, config.rubric, policy)
         if (key := batched.get((index, model))) is not None:  # paid for in this run's batch
             judgement.calls, judgement.cached_calls, judgement.batch = judgement.calls + 1, judgement.cached_calls - 1, True
             judgement.usage += cache.get(key).usage
         return judgement
 
-    def one(item: tuple[int, tuple[Case, Generation]]) -> Judgement:
+    def one(item: tuple[int, tuple[Case, Generation | None]]) -> Judgement | None:
         index, (case, generation) = item
-        judgement = combine({model: by(model, index, case, generation) for model in config.judge_models})
+        if generation is None:
+            return None
+        parts = {model: by(model, index, case, generation) for model in config.judge_models}
+        if stopping.requested() and any(part.status is JudgeStatus.JUDGE_ERROR for part in parts.values()):  # not asked, or cut short: pending
+            return None
+        judgement = combine(parts)
         progress.advance("judge")
         return judgement
 
     stored = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
     judgements = run_cached_first(one, list(enumerate(pairs)), stored, pool_size(config))
-    return finish(judgements, all(j.calls == 0 for j in judgements))
+    return finish(judgements, all(j is not None and j.calls == 0 for j in judgements))
 
 
 def _sent_ahead(requests: list[dict[str, ModelRequest]], cache: CallCache, models: list[str]) -> dict[tuple[int, str], str]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -23,10 +24,13 @@ from codegen_eval.reporting.report import (
     ResultKey,
     append_results,
     carry_over,
+    RESULTS,
     create_run_dir,
     latest_run,
     order_results,
     summarize_run,
+    write_junit,
+    write_report,
     write_run,
 )
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
@@ -65,14 +69,16 @@ def advance_progress(run_dir: str, cases: int) -> None:
 
 @task(name="record", task_run_name=task_run_name("record"), cache_policy=NO_CACHE)
 def record_batch(
-    cases: list[Case], generations: list[Generation], checks: list[Checked], judgements: list[Judgement],
+    cases: list[Case], generations: list[Generation | None], checks: list[Checked | None], judgements: list[Judgement | None],
     config: RunConfig, run_dir: str, batch_index: int = 0, model: str = "",
 ) -> int:
-    """Score a batch and append it to results.jsonl at once; returns the number of results recorded."""
+    """Score a batch and append it to results.jsonl at once; returns the number of results recorded.
+    Items pending in any stage (a stopped run) are left out: the run resumes them."""
     results = [
         assemble(case, generation, checked.checks, judgement, config.scoring, (model or config.models[0], config.judge_model),
                  sandbox_jobs=checked.sandbox_jobs, checks_cached=checked.cached)
         for case, generation, checked, judgement in zip(cases, generations, checks, judgements, strict=True)
+        if generation is not None and checked is not None and judgement is not None
     ]
     append_results(Path(run_dir), results)
     advance_progress(run_dir, len(results))
@@ -102,6 +108,24 @@ def report(run_dir: str, config: RunConfig, order: list[ResultKey], wall_seconds
     _publish(summary, first, report_path)
     publish_run_events(path, summary, previous, comparison, config.alert_drop)
     return run_dir
+
+
+def partial_report(run_dir: str, config: RunConfig, total: int, stopped: bool = False) -> Summary:
+    """The report page from the results recorded so far, marked partial with how many are pending:
+    written while the run goes (open it any time) and when it is stopped. Not a summary.json: a
+    partial run is no finished run to compare with, alert on or --retry-errors from."""
+    path = Path(run_dir)
+    with (path / RESULTS).open("ab") as lock:  # appending batches wait while it is read (a half-written line is no JSON)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        summary, _, grid = summarize_run(
+            path, run_id=path.name, dataset=config.dataset, model=config.label, judge_model=config.judge_models,
+            rubric=config.rubric or DEFAULT_RUBRIC.name, judge_thresholds=config.judge_thresholds, pass_at=config.scoring.pass_at,
+            models=config.models, samples=config.samples, temperature=config.temperature,
+        )
+    summary.pending, summary.stopped = max(total - summary.cases, 0), stopped
+    write_junit(path, summary)  # of the results so far; it also takes away what summarize_run wrote for it
+    write_report(path, summary, grid)
+    return summary
 
 
 TABLE_ROWS = 1000  # the verdicts table artifact's cap: the server stores artifacts whole

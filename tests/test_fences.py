@@ -37,3 +37,15 @@ def test_moto_serves_the_services_the_endpoint_warms():
 
     for service in AWS_SERVICES:
         assert callable(backend_app(service)), f"moto has no server app for {service}"
+
+
+def test_prefects_temporary_server_keeps_its_process_where_a_stopping_run_kills_it():
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer(port=1)  # not started
+    try:
+        assert hasattr(server, "server_process"), (
+            "SubprocessASGIServer.server_process is gone; codegen_eval/orchestration/quiet_prefect.py (QuietRun.kill_server) uses it"
+        )
+    finally:
+        server.stop()

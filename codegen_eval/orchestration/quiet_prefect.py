@@ -34,6 +34,13 @@ class QuietRun:
     def __init__(self, log_path: Path):
         self.log_path = log_path
         self.run_dir: Path | None = None
+        self.server: Any = None  # Prefect's temporary server, if one was started (a stopping run kills it)
+
+    def kill_server(self) -> None:
+        """At once, for a run that must end now: the temporary server's process (Prefect's attribute)."""
+        process = getattr(self.server, "server_process", None)
+        if process is not None:
+            process.kill()
 
 
 def turn_analytics_off() -> None:
@@ -50,7 +57,7 @@ def quiet_prefect(out: str | Path) -> Iterator[QuietRun]:
     Path(out).mkdir(parents=True, exist_ok=True)
     run = QuietRun(Path(out) / f".prefect-{os.getpid()}.log")
     restore_logs = _route_logs(run.log_path)
-    server = _temporary_server() if get_current_settings().api.url is None else None
+    server = run.server = _temporary_server() if get_current_settings().api.url is None else None
     try:
         if server is None:
             yield run

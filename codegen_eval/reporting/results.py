@@ -130,6 +130,8 @@ class Summary(BaseModel):
     temperature: float | None = None  # asked for; each model's row says whether it was applied
     models: dict[str, ModelStats] = {}  # the leaderboard, in the order the models were given
     pairwise: list[PairTest] = []  # every pair of models
+    pending: int = 0  # results not graded yet: > 0 only in a partial report (while the run goes, or once stopped)
+    stopped: bool = False  # the run was stopped (Ctrl-C, SIGTERM) before every result was graded
 
 
 def assemble(

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from codegen_eval import stopping
 from codegen_eval.models.backends import ConfigError, ModelRequest, ModelResponse, Usage
 
 WEIGHTS_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -114,9 +115,14 @@ class LocalBackend:
 
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
         with self._lock:
+            if stopping.requested():  # calls queued on the lock while the run stops are never made
+                raise stopping.StopRequested()
             llm = self._load()
+            from llama_cpp import StoppingCriteriaList
+
             started = time.perf_counter()  # inside the lock and after the load: this call's latency, not the queue's or the weights'
             kwargs: dict[str, Any] = {}
+            cut = _StopCheck()
             if request.json_schema is not None:
                 from llama_cpp import LlamaGrammar
 
@@ -128,8 +134,12 @@ class LocalBackend:
                 temperature=SAMPLING["temperature"] if request.temperature is None else request.temperature,
                 repeat_penalty=SAMPLING["repeat_penalty"],
                 seed=SAMPLING["seed"] if request.seed is None else request.seed,
+                # Checked after every token: a stopping run cuts a generation short within one token.
+                stopping_criteria=StoppingCriteriaList([cut]),
                 **kwargs,
             )
+            if cut.fired:  # a truncated answer: not to be stored or graded
+                raise stopping.StopRequested()
             latency_s = round(time.perf_counter() - started, 3)
         choice, usage = result["choices"][0], result["usage"]
         # llama.cpp reports a stop string and the end of turn alike as "stop".
@@ -165,3 +175,15 @@ class LocalBackend:
             )
             self._llm = llm
         return self._llm
+
+
+class _StopCheck:
+    """A llama-cpp-python stopping criterion: ends the generation when the run is asked to stop, and
+    remembers that it did (llama.cpp reports it as an ordinary "stop")."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        self.fired = self.fired or stopping.requested()
+        return self.fired
