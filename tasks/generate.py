@@ -27,7 +27,7 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
     units = [(case, sample) for case in cases for sample in range(config.samples)]
     strategy = strategy_for(model, cache, config.base_url)
     requests = [generation_request(case, model, strategy, sample, config.temperature) for case, sample in units]
-    fetched = prefetch(requests, cache, "generate", accept_generation) if config.use_batch else set()
+    fetched = prefetch(requests, cache, accept_generation, progress.batch_reporter("generate")) if config.use_batch else set()
 
     def one(unit: tuple[Case, int]) -> Generation | None:
         case, sample = unit

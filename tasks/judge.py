@@ -69,7 +69,7 @@ def _sent_ahead(requests: list[dict[str, ModelRequest]], cache: CallCache, model
     of a case may ask the same request (the same code), which is paid once and cached for the rest."""
     paid: dict[tuple[int, str], str] = {}
     for model in models:  # one batch per judge: one backend each
-        fetched = prefetch([asked[model] for asked in requests if model in asked], cache, "judge", usable)
+        fetched = prefetch([asked[model] for asked in requests if model in asked], cache, usable, progress.batch_reporter("judge"))
         for index, asked in enumerate(requests):
             if model in asked and (key := key_of(asked[model])) in fetched:
                 fetched.discard(key)

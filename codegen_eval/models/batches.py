@@ -16,15 +16,16 @@ from collections.abc import Callable
 
 from codegen_eval.models.backends import ModelRequest, ModelResponse, get_backend, is_openai_model
 from codegen_eval.models.cache import CallCache, request_key
-from codegen_eval.reporting import progress
 
 POLL_SECONDS = float(os.environ.get("CODEGEN_EVAL_BATCH_POLL_S", "10"))
 
 
 def prefetch(
-    requests: list[ModelRequest], cache: CallCache, stage: str, accept: Callable[[ModelResponse], bool] | None = None
+    requests: list[ModelRequest], cache: CallCache, accept: Callable[[ModelResponse], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> set[str]:
-    """Store the answers of one batch for the uncached `requests`; returns the keys it stored."""
+    """Store the answers of one batch for the uncached `requests`; returns the keys it stored.
+    `on_progress(done, total)` hears how far the batch is at each poll."""
     if not requests or is_openai_model(requests[0].model):  # no batches: and its base URL is the run's, not known here
         return set()
     backend = get_backend(requests[0].model)
@@ -40,13 +41,10 @@ def prefetch(
     if batch_id is None:
         batch_id = backend.submit_batch(list(pending.items()))
         cache.set_note(note, batch_id)
-    bar = f"batch {stage}"
-    progress.advance(bar, 0, total=len(pending))
-    reported = 0
     while True:
         ended, done = backend.batch_progress(batch_id)
-        progress.advance(bar, done - reported)
-        reported = done
+        if on_progress is not None:
+            on_progress(done, len(pending))
         if ended:
             break
         time.sleep(POLL_SECONDS)

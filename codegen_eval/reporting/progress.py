@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TextIO
@@ -187,3 +187,17 @@ def shown(console, labels: dict[str, str], totals: dict[str, int | None], every_
         yield display
     finally:
         unsubscribe(display)
+
+
+def batch_reporter(stage: str) -> Callable[[int, int], None]:
+    """An `on_progress(done, total)` for a Message Batch of `stage`: its own bar, advanced as it is polled."""
+    bar, reported = f"batch {stage}", [0, False]
+
+    def report(done: int, total: int) -> None:
+        if not reported[1]:
+            advance(bar, 0, total=total)
+            reported[1] = True
+        advance(bar, done - reported[0])
+        reported[0] = done
+
+    return report
