@@ -20,7 +20,7 @@ from rich.text import Text
 from codegen_eval import stopping
 from codegen_eval.config import DEFAULT_DATASET, DEFAULT_OUT, RunConfig, regrade_config
 from codegen_eval.dataset import DatasetError, dataset_ids, load_dataset, load_outputs
-from codegen_eval.grading.sandbox import shared_sandbox
+from codegen_eval.grading.sandbox import StoppingSandbox, shared_sandbox
 from codegen_eval.grading.scoring import ScoringConfig
 from codegen_eval.grading.selftest import SandboxBroken, ensure_sandbox_works
 from codegen_eval.models.backends import ConfigError, default_model, get_backend
@@ -512,7 +512,7 @@ def _prove_references(config: RunConfig) -> None:
     # A stop leaves the remaining proofs to the next run, without a warning for each reference not proven.
     logging.getLogger("codegen_eval.dataset.proof").addFilter(lambda record: not stopping.requested())
     with _proof_progress("prove") as advance:
-        prove_references(config.dataset, stopping.StoppingSandbox(shared_sandbox()), CallCache(config.cache_dir, url=config.cache_url), advance)  # type: ignore[arg-type]
+        prove_references(config.dataset, StoppingSandbox(shared_sandbox()), CallCache(config.cache_dir, url=config.cache_url), advance)  # type: ignore[arg-type]
 
 
 @contextmanager

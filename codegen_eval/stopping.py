@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from codegen_eval.models.backends import BackendError
 
 GRACE_S = 3.5  # after the first signal, work in flight has this long to finish
 # And the process is gone by then, whatever still runs (a call that does not return): under 10 s from
@@ -36,29 +35,6 @@ _cleanups: list[Callable[[], Any]] = []
 _handling: dict[str, Any] = {}  # "resume": the line said on the way out
 _outcome: dict[str, str] = {}  # "message" and "run_dir" of the stopped run, once the flow has written its partial report
 _said = threading.Lock()  # the farewell is said once
-
-
-class StopRequested(BackendError):
-    """A model call not made (or cut short) because the run is stopping; never cached, like any error."""
-
-    def __init__(self) -> None:
-        super().__init__("not made: the run is stopping")
-
-
-class StoppingSandbox:
-    """A sandbox that starts no job once the run is stopping: the job's result is then a SANDBOX_ERROR,
-    which is never stored, so the check runs again on resume. Jobs already running finish (they have
-    their own time limits) or end when the sandbox is closed."""
-
-    def __init__(self, sandbox: Any):
-        self.sandbox, self.slots, self.limits = sandbox, sandbox.slots, sandbox.limits
-
-    def run(self, job: dict[str, Any], limits: Any = None) -> Any:
-        if requested():
-            from codegen_eval.grading.sandbox import SandboxResult
-
-            return SandboxResult(status="SANDBOX_ERROR", message="not run: the run is stopping")
-        return self.sandbox.run(job, limits)
 
 
 def requested() -> bool:

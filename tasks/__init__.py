@@ -22,6 +22,7 @@ from prefect.states import Completed, State
 
 from codegen_eval import stopping
 from codegen_eval.config import RunConfig
+from codegen_eval.models.backends import StopRequested
 from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import CallPolicy
 from codegen_eval.models.pricing import budget_for
@@ -64,11 +65,11 @@ class StoppingLimiter:
 
     def acquire(self) -> None:
         if stopping.requested():
-            raise stopping.StopRequested()
+            raise StopRequested()
         self._limiter.acquire()
         if stopping.requested():
             self._limiter.release(succeeded=False)
-            raise stopping.StopRequested()
+            raise StopRequested()
 
     def release(self, succeeded: bool) -> None:
         self._limiter.release(succeeded)

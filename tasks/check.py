@@ -8,7 +8,7 @@ from codegen_eval.dataset import Case
 from codegen_eval.generation import Generation
 from codegen_eval.grading.check_cache import Checked, cached_checks, is_checked, settled
 from codegen_eval.grading.checks import needs_sandbox
-from codegen_eval.grading.sandbox import shared_sandbox
+from codegen_eval.grading.sandbox import StoppingSandbox, shared_sandbox
 from codegen_eval.grading.selftest import ensure_sandbox_works
 from codegen_eval.models.calls import run_cached_first
 from codegen_eval.orchestration.naming import task_run_name
@@ -30,7 +30,7 @@ def check_batch(
 ) -> list[Checked | None]:
     """Each output's checks, from the check cache when the same output, case and checker were seen before;
     None where the output is pending, or its checks were cut short by a stop."""
-    sandbox, cache = stopping.StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url)
+    sandbox, cache = StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url)
 
     def one(pair: tuple[Case, Generation | None]) -> Checked | None:
         case, generation = pair

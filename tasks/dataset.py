@@ -5,12 +5,11 @@ from collections.abc import Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from codegen_eval import stopping
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
 from codegen_eval.dataset.proof import prove_references
 from codegen_eval.generation import Generation, recorded
-from codegen_eval.grading.sandbox import shared_sandbox
+from codegen_eval.grading.sandbox import StoppingSandbox, shared_sandbox
 from codegen_eval.reporting.report import ResultKey, errored_ids, previous_generations
 from tasks import open_cache
 
@@ -22,7 +21,7 @@ def validate_dataset(path: str, cache_dir: str | None = None, cache_url: str | N
     """Validate every case and prove every reference against its own tests (cached in the run's
     cache) before any model call; only the ids are kept (the cases stream later)."""
     ids = dataset_ids(path)
-    prove_references(path, stopping.StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url))  # type: ignore[arg-type]  (it only runs jobs)
+    prove_references(path, StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url))  # type: ignore[arg-type]  (it only runs jobs)
     return ids
 
 

@@ -216,3 +216,18 @@ def shared_sandbox() -> Sandbox:
             atexit.register(_shared.close)
         return _shared
 
+
+class StoppingSandbox:
+    """A sandbox that starts no job once the run is stopping: the job's result is then a SANDBOX_ERROR,
+    which is never stored, so the check runs again on resume. Jobs already running finish (they have
+    their own time limits) or end when the sandbox is closed."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox, self.slots, self.limits = sandbox, sandbox.slots, sandbox.limits
+
+    def run(self, job: dict[str, Any], limits: Limits | None = None) -> SandboxResult:
+        from codegen_eval import stopping
+
+        if stopping.requested():
+            return SandboxResult(status="SANDBOX_ERROR", message="not run: the run is stopping")
+        return self.sandbox.run(job, limits)

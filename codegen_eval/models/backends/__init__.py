@@ -88,6 +88,13 @@ class BackendError(RuntimeError):
     """A model call that failed for good."""
 
 
+class StopRequested(BackendError):
+    """A model call not made (or cut short) because the run is stopping; never cached, like any error."""
+
+    def __init__(self) -> None:
+        super().__init__("not made: the run is stopping")
+
+
 class TransientError(BackendError):
     """A failure worth retrying: rate limited, overloaded, a 5xx, a timeout, a dropped connection."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen_eval import stopping
-from codegen_eval.models.backends import ConfigError, ModelRequest, ModelResponse, Usage
+from codegen_eval.models.backends import ConfigError, ModelRequest, ModelResponse, StopRequested, Usage
 
 WEIGHTS_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 WEIGHTS_SIZE = 491_400_064
@@ -116,7 +116,7 @@ class LocalBackend:
     def complete(self, request: ModelRequest, timeout_s: float | None = None) -> ModelResponse:
         with self._lock:
             if stopping.requested():  # calls queued on the lock while the run stops are never made
-                raise stopping.StopRequested()
+                raise StopRequested()
             llm = self._load()
             from llama_cpp import StoppingCriteriaList
 
@@ -139,7 +139,7 @@ class LocalBackend:
                 **kwargs,
             )
             if cut.fired:  # a truncated answer: not to be stored or graded
-                raise stopping.StopRequested()
+                raise StopRequested()
             latency_s = round(time.perf_counter() - started, 3)
         choice, usage = result["choices"][0], result["usage"]
         # llama.cpp reports a stop string and the end of turn alike as "stop".
