@@ -19,7 +19,7 @@ from codegen_eval.models.backends import identities
 from codegen_eval.orchestration.events import pass_rate_ci95, publish_run_events
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting.agreement import describe
-from codegen_eval.reporting.compare import write_comparison
+from codegen_eval.reporting.compare import compare_runs, write_comparison
 from codegen_eval.reporting.report import (
     ResultKey,
     append_results,
@@ -104,9 +104,10 @@ def report(run_dir: str, config: RunConfig, order: list[ResultKey], wall_seconds
     summary.previous_run = previous.name if previous else None
     report_path = write_run(path, summary, grid)
     # link the report to what changed since the last run of this dataset and models
-    comparison = write_comparison(previous, path) if previous is not None else None
+    comparison = compare_runs(previous, path) if previous is not None else None
+    page = write_comparison(previous, path, comparison=comparison) if previous is not None else None
     _publish(summary, first, report_path)
-    publish_run_events(path, summary, previous, comparison, config.alert_drop)
+    publish_run_events(path, summary, previous, comparison, page, config.alert_drop)
     return run_dir
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from codegen_eval.reporting.compare import compare_runs
+from codegen_eval.reporting.compare import Comparison, compare_runs
 from codegen_eval.reporting.results import Summary
 from codegen_eval.reporting.statistics import wilson_interval
 
@@ -39,7 +39,11 @@ class Regression(BaseModel):
 
 def find_regression(previous: Path, current: Path, alert_drop: float | None = None) -> Regression | None:
     """`current` compared with `previous` on their shared cases; None unless it is worse."""
-    comparison = compare_runs(previous, current)
+    return regression_in(compare_runs(previous, current), previous.name, alert_drop)
+
+
+def regression_in(comparison: Comparison, previous_run: str, alert_drop: float | None = None) -> Regression | None:
+    """The regression a comparison of a run with `previous_run` shows; None unless it is worse."""
     if not comparison.shared:
         return None
     before, after, _ = comparison.pass_rates["all"]["all cases"]
@@ -51,7 +55,7 @@ def find_regression(previous: Path, current: Path, alert_drop: float | None = No
     if not reasons:
         return None
     return Regression(
-        previous_run=previous.name, shared_cases=comparison.shared, pass_rate_before=before, pass_rate_after=after,
+        previous_run=previous_run, shared_cases=comparison.shared, pass_rate_before=before, pass_rate_after=after,
         p_value=comparison.mcnemar_p, regressed=[d.id for d in comparison.deltas if d.change == "regression"],
         improved=comparison.improvements, reasons=reasons,
     )
@@ -97,17 +101,19 @@ def regressed_payload(summary: Summary, run_dir: Path, regression: Regression, c
 
 
 def publish_run_events(
-    run_dir: Path, summary: Summary, previous: Path | None, comparison_page: Path | None, alert_drop: float | None = None,
+    run_dir: Path, summary: Summary, previous: Path | None, comparison: Comparison | None, comparison_page: Path | None,
+    alert_drop: float | None = None,
 ) -> Regression | None:
     """Emit `codegen-eval.run.completed`, and `codegen-eval.run.regressed` when the run is worse than
-    `previous` (the last run of the same dataset and model). Returns the regression, if any."""
+    `previous` (the last run of the same dataset and model; `comparison` is the two compared, computed
+    once for the page and for this). Returns the regression, if any."""
     from prefect.events import emit_event
 
     resource = run_resource(summary)
     completed = emit_event(RUN_COMPLETED, resource=resource, payload=completed_payload(summary, run_dir))
-    if previous is None or comparison_page is None:
+    if previous is None or comparison is None or comparison_page is None:
         return None
-    regression = find_regression(previous, run_dir, alert_drop)
+    regression = regression_in(comparison, previous.name, alert_drop)
     if regression is not None:
         related = [{"prefect.resource.id": f"codegen-eval.run.{previous.name}", "prefect.resource.role": "previous-run"}]
         emit_event(RUN_REGRESSED, resource=resource, related=related, follows=completed,

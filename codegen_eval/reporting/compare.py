@@ -66,8 +66,9 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
     )
 
 
-def write_comparison(run_a: Path, run_b: Path, out: Path | None = None) -> Path:
-    comparison = compare_runs(run_a, run_b)
+def write_comparison(run_a: Path, run_b: Path, out: Path | None = None, comparison: Comparison | None = None) -> Path:
+    """The comparison page of two runs (`comparison`, when the caller has already compared them)."""
+    comparison = comparison or compare_runs(run_a, run_b)
     summaries = [Summary.model_validate_json((run / "summary.json").read_text()) for run in (run_a, run_b)]
     html = PAGES.get_template("compare.html.j2").render(c=comparison, a=summaries[0], b=summaries[1])
     path = out or run_b / f"compare-{run_a.name}.html"
