@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._results import heading, load, machine, publish  # noqa: E402
 from codegen_eval.dataset import Case  # noqa: E402
-from codegen_eval.grading import aws_wire  # noqa: E402
+from codegen_eval.grading import aws_answers, aws_wire  # noqa: E402
 from codegen_eval.grading.checks import run_checks  # noqa: E402
 from codegen_eval.grading.sandbox import Sandbox  # noqa: E402
 from tests.test_aws_record import PAGER, PAGING_CHECK  # noqa: E402
@@ -36,7 +36,7 @@ CANDIDATE_REQUESTS = [("ListObjectsV2", {"Bucket": "bkt"}), ("ListObjectsV2", {"
 
 
 def as_received(operation: str, params: dict) -> aws_wire.Request:
-    sent = aws_wire.serialize("s3", operation, params)
+    sent = aws_answers.serialize("s3", operation, params)
     path, _, query = sent["url_path"].partition("?")
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     headers["authorization"] = "AWS4-HMAC-SHA256 Credential=testing/20261204/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"

@@ -269,9 +269,9 @@ ROUND_TRIPS = [  # (service, operation, params): every protocol botocore speaks,
 def test_requests_decode_to_botocore_member_names(service, operation, params):
     import hashlib
 
-    from codegen_eval.grading import aws_wire
+    from codegen_eval.grading import aws_answers, aws_wire
 
-    sent = aws_wire.serialize(service, operation, params)
+    sent = aws_answers.serialize(service, operation, params)
     path, _, query = sent["url_path"].partition("?")
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     received = aws_wire.Request(sent["method"], path, "&".join(q for q in (query, sent["query_string"]) if q), headers, sent["body"])

@@ -13,8 +13,8 @@ import pytest
 FENCES = [
     # (module, name, our module that uses it, why)
     ("moto.server", "create_backend_app", "codegen_eval/grading/aws_endpoint.py", "moto's per-service server app (what moto_server serves)"),
-    ("botocore.serialize", "create_serializer", "codegen_eval/grading/aws_wire.py", "a handler's altered parameters, serialized as botocore sends them"),
-    ("botocore.parsers", "create_parser", "codegen_eval/grading/aws_wire.py", "a forwarded answer, parsed as botocore parses it"),
+    ("botocore.serialize", "create_serializer", "codegen_eval/grading/aws_answers.py", "a handler's altered parameters, serialized as botocore sends them"),
+    ("botocore.parsers", "create_parser", "codegen_eval/grading/aws_answers.py", "a forwarded answer, parsed as botocore parses it"),
     ("prefect.server.api.server", "SubprocessASGIServer", "codegen_eval/orchestration/quiet_prefect.py", "Prefect's own temporary server, started when none is configured"),
     ("prefect.events.worker", "EventsWorker", "codegen_eval/orchestration/quiet_prefect.py", "events flushed (drain_all) before that server stops"),
     ("prefect.logging.handlers", "APILogHandler", "codegen_eval/orchestration/quiet_prefect.py", "logs flushed before that server stops"),

@@ -35,7 +35,7 @@ import threading
 from typing import Any, Callable
 from urllib.parse import unquote
 
-from codegen_eval.grading import aws_wire, wire
+from codegen_eval.grading import aws_answers, aws_wire, wire
 
 # Services whose moto backends parse untrusted documents with loaders that can build Python objects.
 REFUSED_SERVICES = frozenset({"cloudformation"})
@@ -128,7 +128,7 @@ class Endpoint:
             text = f"this case's AWS endpoint does not serve {service or 'this request'}; it serves {', '.join(sorted(self.apps))}\n"
             return _answer(start_response, 403, {"Content-Type": "text/plain"}, text.encode())
         if refused:
-            return _answer(start_response, *aws_wire.error_answer(service, "InvalidRequest", refused, 400))
+            return _answer(start_response, *aws_answers.error_answer(service, "InvalidRequest", refused, 400))
         if operation and operation in self.handled:
             return _answer(start_response, *self._decide(service, operation, params, environ, body))
         return self.apps[service](_environ_with_body(environ, body), start_response)
@@ -166,18 +166,18 @@ class Endpoint:
                 try:
                     message = inbox.get(timeout=DECISION_TIMEOUT_S)
                 except queue.Empty:
-                    return aws_wire.error_answer(service, "InternalError", "the check's handler did not answer", 500)
+                    return aws_answers.error_answer(service, "InternalError", "the check's handler did not answer", 500)
                 kind = message.get("t")
                 if kind == "forward":
                     altered = message.get("params")
                     last = self._moto(service, *self._altered(service, operation, altered, environ, body)) if type(altered) is dict else self._moto(service, environ, body)
-                    answer = aws_wire.parse_response(service, operation, *last)
+                    answer = aws_answers.parse_response(service, operation, *last)
                     self._send({"t": "forwarded", "id": ident, "status": last[0], "answer": answer})
                 elif kind == "respond" and type(message.get("answer")) is dict:
-                    return aws_wire.json_answer(service, message["answer"])
+                    return aws_answers.json_answer(service, message["answer"])
                 elif kind == "error":
                     code, text, status = message.get("code"), message.get("message"), message.get("status")
-                    return aws_wire.error_answer(service, str(code), str(text), status if type(status) is int else 400)
+                    return aws_answers.error_answer(service, str(code), str(text), status if type(status) is int else 400)
                 else:  # "pass": the last forwarded answer, unchanged (or the request as sent)
                     return last if last is not None else self._moto(service, environ, body)
         finally:
@@ -189,7 +189,7 @@ class Endpoint:
         payload = model.input_shape.serialization.get("payload") if model.input_shape is not None else None
         if payload and isinstance(params.get(payload), dict) and "sha256" in params[payload]:
             params = {**params, payload: body}  # an upload recorded by its hash goes on with its own bytes
-        request = aws_wire.serialize(service, operation, params)
+        request = aws_answers.serialize(service, operation, params)
         altered = {k: v for k, v in environ.items() if not k.startswith("HTTP_") or k in ("HTTP_HOST", "HTTP_AUTHORIZATION", "HTTP_USER_AGENT")}
         for name, value in request["headers"].items():
             key = name.upper().replace("-", "_")
