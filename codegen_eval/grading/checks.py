@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
-from codegen_eval.grading import iam
+from codegen_eval.grading import differential, iam
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
 
 REDOS_LIMITS = Limits(wall_s=3.0, cpu_s=3)
@@ -220,6 +220,7 @@ def policy_checks(case: Case, code: str) -> list[CheckResult]:
     results.append(_parliament(code, policy_type))
     if tests is not None:
         results.append(access(policy, tests))
+        results.append(differential.policy_check(policy, case.expected, tests))  # issue 26: beyond the probes
     return results
 
 
