@@ -519,13 +519,38 @@ def _equivalence(candidate: str, expected: str | None, mode: str = "search") -> 
 
 
 def _examples(fsm: Any, candidate: str, expected: str, candidate_accepts: bool, limit: int = 5, mode: str = "search") -> list[str]:
-    """Up to `limit` strings from `fsm`, each confirmed with `re` (interegular is not exact on everything)."""
+    """Up to `limit` strings from `fsm`, each confirmed with `re` (interegular is not exact on everything).
+
+    A shortest string to each accepting state, by a search over states: interegular's own `strings()`
+    widens every prefix level by level, exponential once the language starts with "anything"."""
     found = []
     accepts = re.search if mode == "search" else re.fullmatch
-    for i, chars in enumerate(fsm.strings()):
-        if i >= 200 or len(found) >= limit:
+    for text in _shortest_strings(fsm, 200):
+        if len(found) >= limit:
             break
-        text = "".join(c if isinstance(c, str) else next(iter(c), "?") for c in chars)
         if bool(accepts(candidate, text)) == candidate_accepts and bool(accepts(expected, text)) != candidate_accepts:
             found.append(text)
+    return found
+
+
+def _shortest_strings(fsm: Any, most: int) -> list[str]:
+    from collections import deque
+
+    chars = {}
+    for transition, symbols in fsm.alphabet.by_transition.items():
+        plain = sorted(c for c in symbols if isinstance(c, str))
+        chars[transition] = [*plain[:2], *([] if plain else ["\x00"])]  # "anything else": a char no class names
+    paths, queue, found = {fsm.initial: ""}, deque([fsm.initial]), []
+    while queue and len(found) < most:
+        state = queue.popleft()
+        if state in fsm.finals:
+            found.append(paths[state])
+        for transition, target in sorted(fsm.map.get(state, {}).items()):
+            for char in chars.get(transition, []):
+                text = paths[state] + char
+                if target not in paths:
+                    paths[target] = text
+                    queue.append(target)
+                elif target in fsm.finals and len(found) + len(queue) < most:
+                    found.append(text)  # another string into an accepting state
     return found

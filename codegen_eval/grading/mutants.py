@@ -369,17 +369,13 @@ def _regex_edits(p: str) -> Iterator[tuple[str, str, str]]:
         yield "drop-anchor", f"drop the trailing {p[-tail:]}", p[:-tail]
     if p.endswith("\\Z"):
         yield "drop-anchor", "\\Z -> $ (a final newline accepted)", p[:-2] + "$"
-    for m in re.finditer(r"(?<!\\)\{(\d+)(?:,(\d*))?\}", p):
-        low, high = m.group(1), m.group(2)
-        wider = "{%s,}" % low if high not in ("",) else "{%d,}" % max(0, int(low) - 1)
-        if high is not None and high != "":
-            yield "widen-quantifier", f"{m.group(0)} -> {{{low},}}", p[: m.start()] + "{%s,}" % low + p[m.end() :]
-            if int(low) > 0:
-                yield "widen-quantifier", f"{m.group(0)} -> {{0,{high}}}", p[: m.start()] + "{0,%s}" % high + p[m.end() :]
-        elif high is None:
-            yield "widen-quantifier", f"{m.group(0)} -> +", p[: m.start()] + "+" + p[m.end() :]
-        else:
-            yield "widen-quantifier", f"{m.group(0)} -> {wider}", p[: m.start()] + wider + p[m.end() :]
+    for m in re.finditer(r"(?<!\\)\{(\d+)(?:(,)(\d*))?\}", p):
+        low, comma, high = m.groups()
+        head, tail = p[: m.start()], p[m.end() :]
+        if not comma or high:  # {n} or {m,n}: no upper bound
+            yield "widen-quantifier", f"{m.group(0)} -> {{{low},}}", head + "{%s,}" % low + tail
+        if int(low) > 0:  # a lower bound of zero
+            yield "widen-quantifier", f"{m.group(0)} -> {{0,{high or ('' if comma else low)}}}", head + "{0,%s}" % (high or ("" if comma else low)) + tail
     for m in re.finditer(r"(?<![\\(])([?+])(?![?+*])", p):
         if m.start() > 0 and p[m.start() - 1] not in "(":
             yield "widen-quantifier", f"{m.group(1)} at {m.start()} -> *", p[: m.start()] + "*" + p[m.end() :]
