@@ -120,9 +120,11 @@ def validate(
     dataset: Annotated[Path, typer.Argument(help="Cases as .jsonl, .json or HumanEval .jsonl(.gz).")],
     broken: Annotated[Optional[Path], typer.Option(help='Broken variants ({"id", "output"} per line): each must fail its case\'s tests.')] = None,
     cache_url: CacheUrl = None,
+    mutants: Annotated[bool, typer.Option("--mutants", help="Also grade mutants of each reference with its tests: mutation score per case, per format and overall, survivors listed; exit 1 below the floors (0.90 a case, 0.95 overall).")] = False,
 ) -> None:
     """Prove a dataset without calling a model: each reference passes its own tests in the sandbox, a
-    stub answer fails them, every --broken variant fails them. One line per problem; exit 2 on any."""
+    stub answer fails them, every --broken variant fails them. One line per problem; exit 2 on any.
+    With --mutants, exit 1 when a case's mutation score is below its floor."""
     from codegen_eval.dataset.proof import validate as prove
 
     _use_cache_url(cache_url)
@@ -142,6 +144,37 @@ def validate(
     _print_proof_table(proof)
     if proof.problems:
         raise typer.Exit(2)
+    if mutants:
+        _mutation_adequacy(dataset, cache)
+
+
+def _mutation_adequacy(dataset: Path, cache: CallCache | None) -> None:
+    from codegen_eval.dataset.mutation import CASE_FLOOR, DATASET_FLOOR, measure
+
+    seen = [0]
+
+    def done(case) -> None:  # one line per case on stderr: the whole run takes minutes
+        seen[0] += 1
+        score = "-" if case.score is None else f"{case.score:.2f}"
+        err.print(f"mutants [{seen[0]}] {case.case.id}: {case.count('killed')}/{case.scored} killed ({score})", highlight=False)
+
+    adequacy = measure(dataset, shared_sandbox(), cache, done)
+    for line in adequacy.lines():
+        print(line)
+    from rich.table import Table
+
+    table = Table(title=f"mutation scores (floors: {CASE_FLOOR:.2f} a case, {DATASET_FLOOR:.2f} overall)", title_justify="left")
+    for column in ("format", "cases", "killed / mutants", "score", "below floor"):
+        table.add_column(column, justify="left" if column == "format" else "right")
+    for fmt in [*sorted({c.case.format for c in adequacy.cases}), None]:
+        chosen = [c for c in adequacy.cases if fmt is None or c.case.format == fmt]
+        killed, scored = adequacy.totals(fmt)
+        score = adequacy.score(fmt)
+        table.add_row(fmt or "all", str(len(chosen)), f"{killed}/{scored}", "-" if score is None else f"{score:.3f}",
+                      str(sum(c.below_floor for c in chosen)))
+    err.print(table)
+    if adequacy.failing:
+        raise typer.Exit(1)
 
 
 @app.command()

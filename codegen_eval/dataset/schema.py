@@ -65,15 +65,31 @@ class AccessProbe(BaseModel):
         return self
 
 
+class RequestPattern(BaseModel):
+    """Requests named by an action and (optionally) a resource, each with IAM's `*` and `?` wildcards."""
+
+    model_config = _STRICT
+    action: NonEmpty
+    resource: NonEmpty | None = None
+
+
 class PolicyTests(BaseModel):
     """Requests the policy must allow, and requests it must not. `policy_type` says what the case
     asks for: an identity policy (probes have a resource, no principal), an S3 bucket policy
-    (resource and principal) or a role trust policy (principal; the resource, the role, may be left out)."""
+    (resource and principal) or a role trust policy (principal; the resource, the role, may be left out).
+
+    Beyond the probes the answer is compared with the reference on a generated request space
+    (grading/differential.py). `explicit_deny`: the task asks for explicit denies, so where the
+    reference denies explicitly an implicit deny is a difference. `may_allow` / `may_deny`: requests
+    the task leaves to the answer (acceptable extra grants, or denials), not compared."""
 
     model_config = _STRICT
     policy_type: Literal["identity", "bucket", "trust"] = "identity"
     allow: list[AccessProbe] = Field(default_factory=list)
     deny: list[AccessProbe] = Field(default_factory=list)
+    explicit_deny: bool = False
+    may_allow: list[RequestPattern] = Field(default_factory=list)
+    may_deny: list[RequestPattern] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _probes_fit_type(self) -> PolicyTests:

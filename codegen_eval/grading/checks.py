@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from codegen_eval.dataset import AccessProbe, Case, Format, PolicyTests, PythonTests, RegexTests
 from codegen_eval.dataset.schema import parse_policy_json, parse_python
-from codegen_eval.grading import iam
+from codegen_eval.grading import differential, iam
 from codegen_eval.grading.aws_endpoint import services_used
 from codegen_eval.grading.text import clean_data, clean_text
 from codegen_eval.grading.sandbox import Limits, Sandbox, SandboxResult
@@ -223,6 +223,7 @@ def policy_checks(case: Case, code: str) -> list[CheckResult]:
     results.append(_parliament(code, policy_type))
     if tests is not None:
         results.append(access(policy, tests))
+        results.append(differential.policy_check(policy, case.expected, tests))  # issue 26: beyond the probes
     return results
 
 

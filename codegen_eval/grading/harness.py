@@ -432,37 +432,113 @@ def _attack_strings(job: dict[str, Any], redos: list[dict[str, Any]]) -> list[st
     return attacks
 
 
-def _anchored_body(pattern: str) -> str | None:
-    """The pattern without ^...$ (or \\A...\\Z) when it is anchored at both ends, else None."""
+def _anchored_body(pattern: str) -> tuple[str, bool, str] | None:
+    """(body, anchored at the start, end anchor) of a pattern: the end anchor is "\\Z", "$" or "".
+    None when a `|` at the top level makes the anchors belong to one branch only."""
     start = 2 if pattern.startswith("\\A") else 1 if pattern.startswith("^") else 0
-    end = 2 if pattern.endswith("\\Z") else 1 if pattern.endswith("$") and not pattern.endswith("\\$") else 0
-    return pattern[start : len(pattern) - end] if start and end else None
+    # "\\Z" ends it, or a "$" not escaped (after an even run of backslashes)
+    end = 2 if pattern.endswith("\\Z") else 1 if pattern.endswith("$") and not _odd_backslashes(pattern[:-1]) else 0
+    body = pattern[start : len(pattern) - end]
+    if (start or end) and _top_level_bar(body):
+        return None
+    return body, bool(start), pattern[len(pattern) - end :] if end else ""
 
 
-def _equivalence(candidate: str, expected: str | None) -> dict[str, Any]:
+def _odd_backslashes(text: str) -> bool:
+    return (len(text) - len(text.rstrip("\\"))) % 2 == 1
+
+
+def _top_level_bar(body: str) -> bool:
+    """Whether `body` has a `|` outside every group and character class."""
+    depth, in_class, i = 0, False, 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]" or body[i - 1] == "["
+        elif char == "[":
+            in_class = True
+            if body[i + 1 : i + 2] == "^":
+                i += 1
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+def _language(pattern: str, mode: str) -> str | None:
+    """A pattern for interegular whose language is the set of strings `re.<mode>(pattern, s)` accepts:
+    under re.search an unanchored side may be surrounded by anything, and "$" also matches before a
+    final newline; under re.fullmatch the anchors at the ends change nothing."""
+    parts = _anchored_body(pattern)
+    if parts is None:
+        return None
+    body, start, end = parts
+    if mode == "fullmatch":
+        return body
+    anything = "[\\s\\S]*"
+    return (("" if start else anything) + f"(?:{body})"
+            + {"\\Z": "", "$": "\\n?", "": anything}[end])
+
+
+def _equivalence(candidate: str, expected: str | None, mode: str = "search") -> dict[str, Any]:
+    """Whether two patterns accept the same strings under `mode` (re.search or re.fullmatch), with
+    strings that tell them apart, each confirmed by `re` itself."""
     if not expected:
         return {"checked": False, "reason": "no expected pattern"}
-    bodies = _anchored_body(candidate), _anchored_body(expected)
-    if None in bodies:
-        return {"checked": False, "reason": "only patterns anchored at both ends are compared"}
+    languages = _language(candidate, mode), _language(expected, mode)
+    if None in languages:
+        return {"checked": False, "reason": "an anchor applies to one branch of a top-level |"}
     try:
         import interegular
 
-        cand, exp = (interegular.parse_pattern(b).to_fsm() for b in bodies)
-        extra = _examples(cand.difference(exp), candidate, expected, True)
-        missing = _examples(exp.difference(cand), candidate, expected, False)
+        cand, exp = (interegular.parse_pattern(b).to_fsm() for b in languages)
+        extra = _examples(cand.difference(exp), candidate, expected, True, mode=mode)
+        missing = _examples(exp.difference(cand), candidate, expected, False, mode=mode)
     except Exception as exc:  # noqa: BLE001 (backreferences, lookbehind ...)
         return {"checked": False, "reason": f"unsupported by interegular: {type(exc).__name__}: {exc}"[:300]}
     return {"checked": True, "equivalent": not extra and not missing, "accepted_not_expected": extra, "expected_not_accepted": missing}
 
 
-def _examples(fsm: Any, candidate: str, expected: str, candidate_accepts: bool, limit: int = 5) -> list[str]:
-    """Up to `limit` strings from `fsm`, each confirmed with `re` (interegular is not exact on everything)."""
+def _examples(fsm: Any, candidate: str, expected: str, candidate_accepts: bool, limit: int = 5, mode: str = "search") -> list[str]:
+    """Up to `limit` strings from `fsm`, each confirmed with `re` (interegular is not exact on everything).
+
+    A shortest string to each accepting state, by a search over states: interegular's own `strings()`
+    widens every prefix level by level, exponential once the language starts with "anything"."""
     found = []
-    for i, chars in enumerate(fsm.strings()):
-        if i >= 200 or len(found) >= limit:
+    accepts = re.search if mode == "search" else re.fullmatch
+    for text in _shortest_strings(fsm, 200):
+        if len(found) >= limit:
             break
-        text = "".join(c if isinstance(c, str) else next(iter(c), "?") for c in chars)
-        if bool(re.search(candidate, text)) == candidate_accepts and bool(re.search(expected, text)) != candidate_accepts:
+        if bool(accepts(candidate, text)) == candidate_accepts and bool(accepts(expected, text)) != candidate_accepts:
             found.append(text)
+    return found
+
+
+def _shortest_strings(fsm: Any, most: int) -> list[str]:
+    from collections import deque
+
+    chars = {}
+    for transition, symbols in fsm.alphabet.by_transition.items():
+        plain = sorted(c for c in symbols if isinstance(c, str))
+        chars[transition] = [*plain[:2], *([] if plain else ["\x00"])]  # "anything else": a char no class names
+    paths, queue, found = {fsm.initial: ""}, deque([fsm.initial]), []
+    while queue and len(found) < most:
+        state = queue.popleft()
+        if state in fsm.finals:
+            found.append(paths[state])
+        for transition, target in sorted(fsm.map.get(state, {}).items()):
+            for char in chars.get(transition, []):
+                text = paths[state] + char
+                if target not in paths:
+                    paths[target] = text
+                    queue.append(target)
+                elif target in fsm.finals and len(found) + len(queue) < most:
+                    found.append(text)  # another string into an accepting state
     return found
