@@ -125,7 +125,7 @@ def validate(
     """Prove a dataset without calling a model: each reference passes its own tests in the sandbox, a
     stub answer fails them, every --broken variant fails them. One line per problem; exit 2 on any.
     With --mutants, exit 1 when a case's mutation score is below its floor."""
-    from codegen_eval.dataset.proof import validate as prove
+    from codegen_eval.grading.proof import validate as prove
 
     _use_cache_url(cache_url)
     try:
@@ -149,7 +149,7 @@ def validate(
 
 
 def _mutation_adequacy(dataset: Path, cache: CallCache | None) -> None:
-    from codegen_eval.dataset.mutation import CASE_FLOOR, DATASET_FLOOR, measure
+    from codegen_eval.grading.mutation import CASE_FLOOR, DATASET_FLOOR, measure
 
     seen = [0]
 
@@ -538,12 +538,12 @@ def _preflight(config: RunConfig) -> int:
 
 def _prove_references(config: RunConfig) -> None:
     """Each reference must pass its own tests before a model is paid to attempt the case (cached)."""
-    from codegen_eval.dataset.proof import prove_references
+    from codegen_eval.grading.proof import prove_references
 
     import logging
 
     # A stop leaves the remaining proofs to the next run, without a warning for each reference not proven.
-    logging.getLogger("codegen_eval.dataset.proof").addFilter(lambda record: not stopping.requested())
+    logging.getLogger("codegen_eval.grading.proof").addFilter(lambda record: not stopping.requested())
     with _proof_progress("prove") as advance:
         prove_references(config.dataset, StoppingSandbox(shared_sandbox()), CallCache(config.cache_dir, url=config.cache_url), advance)  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
-from codegen_eval.dataset.proof import prove_references
+from codegen_eval.grading.proof import prove_references
 from codegen_eval.generation import Generation, recorded
 from codegen_eval.grading.sandbox import StoppingSandbox, shared_sandbox
 from codegen_eval.reporting.report import ResultKey, errored_ids, previous_generations

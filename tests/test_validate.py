@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from codegen_eval.cli import app
 from codegen_eval.dataset import DatasetError
-from codegen_eval.dataset.proof import prove_references, validate
+from codegen_eval.grading.proof import prove_references, validate
 from codegen_eval.grading.sandbox import Sandbox
 from tests.conftest import CLAUDE, SEED
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from codegen_eval.dataset import Case, PolicyTests, RegexTests, numbered_cases
-from codegen_eval.dataset.proof import Attempt, _bounded_map, attempt, proof_key
+from codegen_eval.grading.proof import Attempt, _bounded_map, attempt, proof_key
 from codegen_eval.grading import differential, iam
 from codegen_eval.grading.checks import EQUIVALENCE_LIMITS, access
 from codegen_eval.grading.fingerprint import checker_fingerprint
