@@ -90,11 +90,10 @@ def test_trivial_tests_are_caught(sandbox, tmp_path):
     proof = validate(dataset, None, sandbox, None)
     assert proof.lines() == [
         f"{dataset}:4: field 'tests': trivial: the stub answer 'def double(*args, **kwargs):\\n    pass\\n' passes them",
-        f"{dataset}:5: field 'tests': trivial: the stub answer '{{\"Version\": \"2012-10-17\", \"Statement\": [{{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}}]}}' passes them",
         f"{dataset}:6: field 'tests': trivial: the stub answer '^$' passes them",
     ]
     assert {fmt: (t.proven, t.non_trivial, t.with_tests) for fmt, t in proof.tallies.items()} == {
-        "python": (2, 1, 2), "json": (2, 1, 2), "regex": (2, 1, 2)}
+        "python": (2, 1, 2), "json": (2, 2, 2), "regex": (2, 1, 2)}  # an allow-everything policy differs from the reference
 
 
 def test_validate_command_catches_a_passing_broken_variant_and_writes_nothing(tmp_path, monkeypatch):
