@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from codegen_eval.cli import app
 from codegen_eval.reporting.report import load_results
-from tests.conftest import CLAUDE, SEED
+from tests.conftest import CLAUDE, DATASET, SEED
 from tests.messages_api import GOOD_VERDICT, Reply, prompt_of, request_kind, seed_responder, shape
 from tests.openai_api import OpenAIAPI
 from tests.openai_api import Reply as OpenAIReply
@@ -91,6 +91,11 @@ CONTRACT: list[tuple[str, str, str]] = [
     ("regrade", "--out", "test_grade_no_judge_then_regrade_and_compare"),
     ("compare", "--out", "test_grade_no_judge_then_regrade_and_compare"),
     ("validate", "--broken", "test_validate_broken"),
+    ("validate", "--mutants", "test_validate_mutants"),
+    ("validate", "--cache-url", "test_cache_url_on_every_command"),
+    ("run", "--cache-url", "test_cache_url_on_every_command"),
+    ("grade", "--cache-url", "test_cache_url_on_every_command"),
+    ("regrade", "--cache-url", "test_cache_url_on_every_command"),
     ("alerts create", "--webhook", "test_alerts_create_webhook_name"),
     ("alerts create", "--name", "test_alerts_create_webhook_name"),
 ]
@@ -159,9 +164,10 @@ def test_every_option_of_the_cli_is_documented():
 
 # ---- helpers ---------------------------------------------------------------------------------------
 
-def cli(*args: str, code: int = 0):
+def cli(*args: str, code: int | None = 0):
+    """The CLI's result; its exit code must be `code` (None: any)."""
     result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output[-3000:]
+    assert code is None or result.exit_code == code, result.output[-3000:]
     return result
 
 
@@ -479,6 +485,36 @@ def test_validate_broken(env, tmp_path):
     cli("validate", dataset)
     flagged = cli("validate", dataset, "--broken", broken, code=2)
     assert "s3-list-buckets" in flagged.output
+
+
+def test_validate_mutants(env, tmp_path):
+    """The mutation score per case and the survivors; a case whose tests miss a mutant is below its floor."""
+    shipped = json.loads(next(line for line in DATASET.read_text().splitlines() if '"id": "regex-account-id"' in line))
+    strong = tmp_path / "strong.jsonl"
+    strong.write_text(json.dumps(shipped) + "\n")
+    weak = tmp_path / "weak.jsonl"  # without its 13-digit string, a mutant that drops the trailing $ survives
+    no_match = [s for s in shipped["tests"]["no_match"] if s != "1234567890123"]
+    weak.write_text(json.dumps({**shipped, "tests": {**shipped["tests"], "no_match": no_match}}) + "\n")
+    assert "mutation" not in cli("validate", strong).output.lower()
+    assert "mutation" in cli("validate", strong, "--mutants").output.lower()
+    flagged = cli("validate", weak, "--mutants", code=1)
+    assert "BELOW FLOOR" in flagged.output, flagged.output[-2000:]
+
+
+def test_cache_url_on_every_command(env, api, postgres, cache_url, tmp_path):
+    """With --cache-url, answers, checks and proofs go to PostgreSQL, and the local cache directory stays empty."""
+    dataset = two_cases(tmp_path)
+    local = tmp_path / "cache"
+    cli("validate", dataset, "--cache-url", cache_url)
+    graded = run_dir_of(cli("grade", "--outputs", references(dataset, tmp_path), "--dataset", dataset, "--no-judge",
+                            "--out", tmp_path / "runs", "--cache-url", cache_url))
+    cli("regrade", graded, "--no-judge", "--cache-url", cache_url)
+    asked = api.count()
+    cli("run", "--dataset", dataset, "--model", CLAUDE, "--no-judge", "--out", tmp_path / "runs", "--cache-url", cache_url)
+    assert api.count() == asked + 2
+    cli("run", "--dataset", dataset, "--model", CLAUDE, "--no-judge", "--out", tmp_path / "runs", "--cache-url", cache_url)
+    assert api.count() == asked + 2  # the second run's answers came from PostgreSQL
+    assert not local.exists() or not any(local.iterdir())
 
 
 def test_alerts_create_webhook_name(prefect_api):
