@@ -246,7 +246,7 @@ def access(policy: dict[str, Any], tests: PolicyTests) -> CheckResult:
     try:
         for must_allow, probes in ((True, tests.allow), (False, tests.deny)):
             for probe in probes:
-                decision = iam.evaluate(policy, probe.action, probe.resource, probe.context, _principal(probe))
+                decision = iam.evaluate(policy, probe.action, probe.resource, probe.context, differential.probe_principal(probe))
                 if (decision == "allow") != must_allow:
                     wanted = "allowed" if must_allow else "denied"
                     wrong.append(f"{_describe_probe(probe)} should be {wanted}, got {decision}")
@@ -256,14 +256,6 @@ def access(policy: dict[str, Any], tests: PolicyTests) -> CheckResult:
     if wrong:
         return CheckResult(name="access", status=CheckStatus.TEST_FAIL, message="; ".join(wrong), fraction=fraction, details={"wrong": wrong})
     return CheckResult(name="access", status=CheckStatus.OK, message=f"{total} of {total} requests decided right", fraction=1.0)
-
-
-def _principal(probe: AccessProbe) -> iam.Principal | None:
-    if probe.principal is None:
-        return None
-    if probe.principal == "anonymous":
-        return iam.ANONYMOUS
-    return next(iter(probe.principal.items()))
 
 
 def _describe_probe(probe: AccessProbe) -> str:

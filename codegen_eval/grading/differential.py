@@ -134,7 +134,7 @@ def request_space(candidate: dict[str, Any], reference: dict[str, Any], tests: P
     principals = _unique(_principals(policies, probes)) if tests.policy_type != "identity" else [None]
     for probe in probes:  # the case's own requests, varied one condition key at a time
         for context in _varied(dict(probe.context), contexts):
-            yield from _new(seen, Request(action=probe.action, resource=probe.resource, principal=_principal(probe), context=context))
+            yield from _new(seen, Request(action=probe.action, resource=probe.resource, principal=probe_principal(probe), context=context))
     for action in actions:
         for resource in [r for r in resources if _same_service(action, r)] or [None]:
             for principal in principals:
@@ -152,7 +152,8 @@ def _unique(items: Iterable[Any]) -> list[Any]:
     return list(dict.fromkeys(items))
 
 
-def _principal(probe: AccessProbe) -> iam.Principal | None:
+def probe_principal(probe: AccessProbe) -> iam.Principal | None:
+    """Who asks in a probe, as the IAM evaluator takes it (None: the policy's own account)."""
     if probe.principal is None:
         return None
     if probe.principal == "anonymous":
@@ -246,7 +247,7 @@ def _same_service(action: str, resource: str) -> bool:
 
 
 def _principals(policies: list[dict[str, Any]], probes: list[AccessProbe]) -> Iterator[iam.Principal]:
-    yield from (p for p in map(_principal, probes) if p is not None)
+    yield from (p for p in map(probe_principal, probes) if p is not None)
     for block in _entries(policies, "Principal", "NotPrincipal"):
         if not isinstance(block, dict):
             continue

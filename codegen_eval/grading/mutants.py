@@ -388,18 +388,27 @@ def _regex_edits(p: str) -> Iterator[tuple[str, str, str]]:
     yield from _drop_branches(p)
 
 
+_CLASS_END = re.compile(r"(?:\\.|[^\]\\])+\]")
+
+
+def _past_escape_or_class(p: str, i: int) -> int | None:
+    """Where scanning resumes after the escape or character class at `i` (whose `|` and `()` are literal), or None."""
+    if p[i] == "\\":
+        return i + 2
+    if p[i] == "[":
+        close = _CLASS_END.match(p, i + 1 + (p[i + 1 : i + 2] == "^"))
+        return close.end() if close else i + 1
+    return None
+
+
 def _drop_branches(p: str) -> Iterator[tuple[str, str, str]]:
     """Each `|`-separated branch of each group, dropped (a group with two branches keeps the other)."""
     stack: list[int] = []
     i = 0
     while i < len(p):
-        char = p[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "[":
-            close = re.compile(r"(?:\\.|[^\]\\])+\]").match(p, i + 1 + (p[i + 1 : i + 2] == "^"))
-            i = close.end() if close else i + 1
+        char, skipped = p[i], _past_escape_or_class(p, i)
+        if skipped is not None:
+            i = skipped
             continue
         if char == "(":
             stack.append(i)
@@ -417,13 +426,9 @@ def _branches_of(p: str, start: int, end: int) -> Iterator[tuple[str, str, str]]
         return  # lookarounds and named groups: left alone
     bars, depth, i = [], 0, inner_start
     while i < end:
-        char = p[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "[":
-            close = re.compile(r"(?:\\.|[^\]\\])+\]").match(p, i + 1 + (p[i + 1 : i + 2] == "^"))
-            i = close.end() if close else i + 1
+        char, skipped = p[i], _past_escape_or_class(p, i)
+        if skipped is not None:
+            i = skipped
             continue
         depth += char == "("
         depth -= char == ")"
