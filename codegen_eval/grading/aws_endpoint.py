@@ -119,8 +119,11 @@ class Endpoint:
                 operation, params = aws_wire.decode(service, request)
             except Exception as exc:  # noqa: BLE001 (a malformed request is recorded as such; moto answers it)
                 params = {"undecodable": f"{type(exc).__name__}: {exc}"[:300]}
-        else:
-            params["refused"] = refused
+        if not refused and operation in aws_wire.ANSWERED_AS_ANOTHER.get(service, ()):
+            refused = f"moto answers {operation} as another operation: not served, so the record cannot misname it"
+        if refused:
+            params = {**aws_wire.unknown(request), "refused": refused}
+            operation = ""
         if who == self.candidate_uid:
             with self._lock:
                 self.record.append({"service": service or "", "operation": operation, "params": params})
@@ -134,7 +137,11 @@ class Endpoint:
         return self.apps[service](_environ_with_body(environ, body), start_response)
 
     def _owner(self, environ: dict[str, Any]) -> int | None:
-        """The uid owning the client's end of this connection, asked of the kernel for that one socket."""
+        """The uid owning the client's end of this connection, asked of the kernel for that one socket.
+        Only 127.0.0.1 may connect: the look-up names that address, so a client bound to 127.0.0.2 on the
+        check's port would otherwise be taken for the check."""
+        if environ.get("REMOTE_ADDR") != "127.0.0.1":
+            return None
         try:
             return socket_owner(int(environ.get("REMOTE_PORT", 0)), self.port)
         except (OSError, ValueError, struct.error):

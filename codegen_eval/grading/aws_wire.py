@@ -73,6 +73,8 @@ def service_of(request: Request, allowed: list[str]) -> str | None:
 
 
 _FORM = "application/x-www-form-urlencoded"
+# Operations moto's dispatcher does not know and serves as another (GET ?torrent returns the object)
+ANSWERED_AS_ANOTHER = {"s3": frozenset({"GetObjectTorrent"})}
 
 
 def refusal(service: str, request: Request, host: str) -> str | None:
@@ -88,15 +90,21 @@ def refusal(service: str, request: Request, host: str) -> str | None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type.startswith("multipart/"):
         return "multipart bodies are not accepted (botocore never sends them)"
-    query = parse_qs(request.query, keep_blank_values=True)
-    form = parse_qs(_text_body(request), keep_blank_values=True) if content_type == _FORM else {}
-    actions = query.get("Action", []) + form.get("Action", [])
     protocol = protocol_of(service_model(service))
+    query = parse_qs(request.query, keep_blank_values=True)
+    # moto reads a body as form fields when the URL has no query, whatever its content type (an
+    # `&Action=Scan&` inside a JSON string included); S3 alone reads only the URL.
+    body_fields = parse_qs(_text_body(request), keep_blank_values=True) if protocol != "rest-xml" else {}
+    actions = query.get("Action", []) + body_fields.get("Action", [])
     if protocol in ("query", "ec2"):
         if len(actions) != 1 or "x-amz-target" in request.headers:
             return "a query-protocol request names its operation once, as Action, and has no X-Amz-Target"
         if request.body and content_type != _FORM:
             return f"a query-protocol body must be {_FORM}"
+        if request.query and request.body:
+            return "a query-protocol request carries its parameters in the URL or in the body, not both"
+        if any(len(values) > 1 for values in (body_fields if request.body else query).values()):
+            return "a query-protocol parameter is given once"
         return None
     if actions:
         return f"{service} does not take an Action parameter: its operation is in the " + ("X-Amz-Target header" if protocol == "json" else "method and path")
