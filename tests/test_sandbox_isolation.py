@@ -200,3 +200,34 @@ def test_a_job_cannot_leave_its_slots_cpu_share(sandbox):
             "    return os.waitstatus_to_exitcode(os.wait()[1])\n")
     assert answer(sandbox, code) == (0 if offered else 1)
     assert offered  # this machine (root, writable cgroup v1 cpu and pids) must give the share
+
+
+def test_a_job_is_held_to_its_slots_share_of_memory(sandbox):
+    """rlimits bound each process (1 GiB), not the 32 a candidate may run: the slot's memory cgroup bounds
+    them together (a red team held 8 x 400 MB from one candidate)."""
+    from codegen_eval.grading.cgroups import V1_MEMORY, slot_memory_bytes
+
+    code = "def f():\n    return [line.split(':', 2)[2].strip() for line in open('/proc/self/cgroup') if line.split(':')[1] == 'memory']\n"
+    (path,) = answer(sandbox, code)
+    assert "codegen-eval-" in path
+    assert int(Path(f"{V1_MEMORY}{path}/memory.limit_in_bytes").read_text()) == slot_memory_bytes()
+
+
+KEYRING = """import ctypes
+def f(mode):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if mode == "add":  # add_key("user", "note", "secret", 6, @u)
+        return libc.syscall(248, b"user", b"codegen-eval-note", b"secret", 6, -4) > 0
+    return libc.syscall(250, 10, -4, b"user", b"codegen-eval-note", 0) > 0  # keyctl(KEYCTL_SEARCH, @u, ...)
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the syscall numbers written here are x86_64's")
+def test_a_key_left_in_the_uids_keyring_is_gone_for_the_next_job(sandbox):
+    """Kernel keyrings belong to the uid and outlive its processes: one job's note must not reach the next."""
+    check = "def check(candidate):\n    raise AssertionError('RESULT=' + str(candidate({mode!r})).lower())\n"
+    found = []
+    for mode in ("add", "search"):
+        result = sandbox.run({"kind": "python", "code": KEYRING, "entry_point": "f", "check": check.format(mode=mode), "aws": False})
+        found.append(result.message.split("RESULT=", 1)[1].split(" ")[0])
+    assert found == ["true", "false"]

@@ -130,6 +130,17 @@ def drop_privileges() -> None:
         _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop a capability")
 
 
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = 7, -4, -5
+
+
+def clear_keyrings() -> None:
+    """After the uid change: empty the uid's kernel keyrings. They outlive processes (a red team read, in
+    a later run that leased the same uid, a key a candidate had added): no channel between jobs or runs."""
+    for keyring in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING) if SYS_KEYCTL else ():
+        _libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, keyring)
+
+
 def die_with_parent() -> None:
     """SIGKILL when the parent dies (cleared by a uid change: call again after one)."""
     _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)

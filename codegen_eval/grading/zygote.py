@@ -158,6 +158,7 @@ def _become(uid: int, group: int, limits: Limits, workdir: str) -> list[str]:
     except OSError as exc:  # a root without CAP_SETPCAP (some containers): the uid change still drops the rest
         missing.append(f"an empty capability bounding set ({exc})")
     os.setuid(uid)
+    jail.clear_keyrings()
     jail.die_with_parent()  # the uid change cleared it
     return missing
 
