@@ -501,8 +501,12 @@ def test_validate_mutants(env, tmp_path):
     assert "BELOW FLOOR" in flagged.output, flagged.output[-2000:]
 
 
-def test_cache_url_on_every_command(env, api, postgres, cache_url, tmp_path):
+def test_cache_url_on_every_command(env, api, postgres, cache_url, tmp_path, monkeypatch):
     """With --cache-url, answers, checks and proofs go to PostgreSQL, and the local cache directory stays empty."""
+    # --cache-url sets CODEGEN_EVAL_CACHE_URL for the process (its Dask workers inherit it): these runs share
+    # the test's process, so the variable is put back afterwards, or every later test would use PostgreSQL.
+    monkeypatch.setenv("CODEGEN_EVAL_CACHE_URL", cache_url)
+    monkeypatch.delenv("CODEGEN_EVAL_CACHE_URL")
     dataset = two_cases(tmp_path)
     local = tmp_path / "cache"
     cli("validate", dataset, "--cache-url", cache_url)

@@ -102,8 +102,15 @@ PROBES = {
 }
 
 
+REFERENCES = {  # what the probes ask, so the differential check compares the fuzzed policy with a real one
+    "identity": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::ab/*"},
+    "bucket": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::ab/*", "Principal": {"AWS": "arn:aws:iam::123456789012:role/x/r"}},
+}
+
+
 def policy_case(policy_type: str) -> Case:
-    return Case(id="fuzz", task="t", format="json", expected='{"Version": "2012-10-17"}', solution_criteria="c", difficulty="easy",
+    reference = json.dumps({"Version": "2012-10-17", "Statement": [REFERENCES[policy_type]]})
+    return Case(id="fuzz", task="t", format="json", expected=reference, solution_criteria="c", difficulty="easy",
                 tests={"policy_type": policy_type, **PROBES[policy_type]})
 
 

@@ -316,6 +316,7 @@ def run_check(job: dict[str, Any], channel: Channel, aws: Any = None) -> dict[st
         exec(compile(job["helpers"], "<helpers>", "exec"), namespace)  # noqa: S102 (the dataset's own code)
     exec(compile(job["check"], "<check>", "exec"), namespace)  # noqa: S102 (our own test code)
     arguments: list[Any] = [Candidate(channel, job["entry_point"])]
+    namespace.setdefault(job["entry_point"], arguments[0])  # HumanEval's checks may call it by its name too
     if _wants_aws(namespace["check"]):
         if aws is None:
             return {"status": "SANDBOX_ERROR", "message": "check(candidate, aws) needs an AWS case (tests.aws true)"}
