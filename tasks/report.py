@@ -20,19 +20,8 @@ from codegen_eval.orchestration.events import pass_rate_ci95, publish_run_events
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting.agreement import describe
 from codegen_eval.reporting.compare import compare_runs, write_comparison
-from codegen_eval.reporting.report import (
-    ResultKey,
-    append_results,
-    carry_over,
-    RESULTS,
-    create_run_dir,
-    latest_run,
-    order_results,
-    summarize_run,
-    write_junit,
-    write_report,
-    write_run,
-)
+from codegen_eval.reporting.report import summarize_run, write_junit, write_report, write_run
+from codegen_eval.reporting.runs import RESULTS, ResultKey, append_results, carry_over, create_run_dir, latest_run, order_results
 from codegen_eval.reporting.results import CaseResult, Summary, assemble
 
 

@@ -218,7 +218,8 @@ def test_records_of_hostile_text_are_valid_json_and_xml(tmp_path):
     from codegen_eval.generation import Generation
     from codegen_eval.grading.check_cache import checks_key
     from codegen_eval.grading.checks import CheckResult
-    from codegen_eval.reporting.report import append_results, load_results, summarize_run, write_junit
+    from codegen_eval.reporting.report import summarize_run, write_junit
+    from codegen_eval.reporting.runs import append_results, load_results
     from codegen_eval.reporting.results import assemble
     from tests.conftest import DATASET
 

@@ -16,7 +16,7 @@ from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus
 from codegen_eval.grading.scoring import ScoringConfig
 from codegen_eval.reporting import progress
-from codegen_eval.reporting.report import append_results, create_run_dir, latest_run
+from codegen_eval.reporting.runs import append_results, create_run_dir, latest_run
 from codegen_eval.reporting.results import assemble
 from tasks.estimate import Estimate
 from tests.conftest import SEED
