@@ -134,7 +134,7 @@ class Summary(BaseModel):
     stopped: bool = False  # the run was stopped (Ctrl-C, SIGTERM) before every result was graded
 
 
-def assemble(
+def case_result(
     case: Case,
     generation: Generation,
     checks: list[CheckResult],
