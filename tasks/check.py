@@ -13,7 +13,7 @@ from codegen_eval.grading.selftest import ensure_sandbox_works
 from codegen_eval.models.calls import run_cached_first
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
-from tasks import finish, open_cache
+from tasks import completed_or_cached, open_cache
 
 
 @task(name="sandbox-self-test", task_run_name="sandbox-self-test", cache_policy=NO_CACHE)
@@ -47,4 +47,4 @@ def check_batch(
     pairs = list(zip(cases, generations, strict=True))
     here = [generation is None or not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
     results = run_cached_first(one, pairs, here, sandbox.slots, pool_name="sandbox")
-    return finish(results, all(checked is not None and checked.cached for checked in results))
+    return completed_or_cached(results, all(checked is not None and checked.cached for checked in results))

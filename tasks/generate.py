@@ -12,7 +12,7 @@ from codegen_eval.models.calls import is_cached, run_cached_first
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
-from tasks import call_policy, finish, open_cache, pool_size
+from tasks import call_policy, completed_or_cached, open_cache, pool_size
 from tasks.estimate import Estimate
 
 
@@ -42,4 +42,4 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
 
     stored = [is_cached(request, cache, policy) for request in requests]
     generations = run_cached_first(one, units, stored, pool_size(config))
-    return finish(generations, all(g is not None and g.cached for g in generations))
+    return completed_or_cached(generations, all(g is not None and g.cached for g in generations))
