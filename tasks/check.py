@@ -32,7 +32,7 @@ def check_batch(
     None where the output is pending, or its checks were cut short by a stop."""
     sandbox, cache = StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url)
 
-    def one(pair: tuple[Case, Generation | None]) -> Checked | None:
+    def check_one(pair: tuple[Case, Generation | None]) -> Checked | None:
         case, generation = pair
         if generation is None:
             return None
@@ -45,6 +45,6 @@ def check_batch(
     # One thread per sandbox slot for the checks that run jobs in the sandbox's processes. The others
     # (stored ones, and those with no sandbox job) are CPU work in this process, done in this thread.
     pairs = list(zip(cases, generations, strict=True))
-    here = [generation is None or not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
-    results = run_cached_first(one, pairs, here, sandbox.slots, pool_name="sandbox")
+    in_this_thread = [generation is None or not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
+    results = run_cached_first(check_one, pairs, in_this_thread, sandbox.slots, pool_name="sandbox")
     return completed_or_cached(results, all(checked is not None and checked.cached for checked in results))

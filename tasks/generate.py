@@ -29,7 +29,7 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
     requests = [generation_request(case, model, strategy, sample, config.temperature) for case, sample in units]
     fetched = prefetch(requests, cache, accept_generation, progress.batch_reporter("generate")) if config.use_batch else set()
 
-    def one(unit: tuple[Case, int]) -> Generation | None:
+    def generate_one(unit: tuple[Case, int]) -> Generation | None:
         case, sample = unit
         generation = ahead.generation(model, case.id, sample) if ahead else None
         generation = generation or generate(case, model, cache, policy, sample, config.temperature)
@@ -40,6 +40,6 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
         progress.advance("generate")
         return generation
 
-    stored = [is_cached(request, cache, policy) for request in requests]
-    generations = run_cached_first(one, units, stored, pool_size(config))
+    already_cached = [is_cached(request, cache, policy) for request in requests]
+    generations = run_cached_first(generate_one, units, already_cached, pool_size(config))
     return completed_or_cached(generations, all(g is not None and g.cached for g in generations))

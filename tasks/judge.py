@@ -47,7 +47,7 @@ def judge_batch(cases: list[Case], generations: list[Generation | None], config:
             judgement.usage += cache.get(key).usage
         return judgement
 
-    def one(item: tuple[int, tuple[Case, Generation | None]]) -> Judgement | None:
+    def judge_one(item: tuple[int, tuple[Case, Generation | None]]) -> Judgement | None:
         index, (case, generation) = item
         if generation is None:
             return None
@@ -58,8 +58,8 @@ def judge_batch(cases: list[Case], generations: list[Generation | None], config:
         progress.advance("judge")
         return judgement
 
-    stored = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
-    judgements = run_cached_first(one, list(enumerate(pairs)), stored, pool_size(config))
+    already_cached = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
+    judgements = run_cached_first(judge_one, list(enumerate(pairs)), already_cached, pool_size(config))
     return completed_or_cached(judgements, all(j is not None and j.calls == 0 for j in judgements))
 
 
