@@ -28,7 +28,7 @@ from codegen_eval.models.cache import CacheError, CallCache
 from codegen_eval.models.pricing import price
 from codegen_eval.orchestration.quiet_prefect import PrefectServerError, quiet_prefect, turn_analytics_off
 from codegen_eval.reporting import progress
-from codegen_eval.reporting.report import errored_ids, latest_run, previous_generations
+from codegen_eval.reporting.runs import errored_ids, latest_run, previous_generations
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how well LLMs write AWS code.")
 err = Console(stderr=True)

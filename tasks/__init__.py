@@ -35,7 +35,8 @@ def open_cache(directory: str | None, url: str | None = None) -> CallCache:
     return CallCache(directory, url=url)
 
 
-def finish(result: Any, all_cached: bool) -> Any | State:
+def completed_or_cached(result: Any, all_cached: bool) -> Any | State:
+    """The task's result, shown in Prefect as a "Cached" completion when nothing in it was computed now."""
     return Completed(data=result, name="Cached") if all_cached else result
 
 

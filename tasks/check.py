@@ -13,7 +13,7 @@ from codegen_eval.grading.selftest import ensure_sandbox_works
 from codegen_eval.models.calls import run_cached_first
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
-from tasks import finish, open_cache
+from tasks import completed_or_cached, open_cache
 
 
 @task(name="sandbox-self-test", task_run_name="sandbox-self-test", cache_policy=NO_CACHE)
@@ -32,7 +32,7 @@ def check_batch(
     None where the output is pending, or its checks were cut short by a stop."""
     sandbox, cache = StoppingSandbox(shared_sandbox()), open_cache(cache_dir, cache_url)
 
-    def one(pair: tuple[Case, Generation | None]) -> Checked | None:
+    def check_one(pair: tuple[Case, Generation | None]) -> Checked | None:
         case, generation = pair
         if generation is None:
             return None
@@ -45,6 +45,6 @@ def check_batch(
     # One thread per sandbox slot for the checks that run jobs in the sandbox's processes. The others
     # (stored ones, and those with no sandbox job) are CPU work in this process, done in this thread.
     pairs = list(zip(cases, generations, strict=True))
-    here = [generation is None or not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
-    results = run_cached_first(one, pairs, here, sandbox.slots, pool_name="sandbox")
-    return finish(results, all(checked is not None and checked.cached for checked in results))
+    in_this_thread = [generation is None or not needs_sandbox(case) or is_checked(case, generation.code, cache) for case, generation in pairs]
+    results = run_cached_first(check_one, pairs, in_this_thread, sandbox.slots, pool_name="sandbox")
+    return completed_or_cached(results, all(checked is not None and checked.cached for checked in results))

@@ -10,7 +10,7 @@ from codegen_eval.dataset import Case, dataset_ids, iter_cases, load_outputs
 from codegen_eval.grading.proof import prove_references
 from codegen_eval.generation import Generation, recorded
 from codegen_eval.grading.sandbox import StoppingSandbox, shared_sandbox
-from codegen_eval.reporting.report import ResultKey, errored_ids, previous_generations
+from codegen_eval.reporting.runs import ResultKey, errored_ids, previous_generations
 from tasks import open_cache
 
 Item = tuple[Case, Generation | None]  # a case, and its output when it is not to be generated

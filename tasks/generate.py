@@ -12,7 +12,7 @@ from codegen_eval.models.calls import is_cached, run_cached_first
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
-from tasks import call_policy, finish, open_cache, pool_size
+from tasks import call_policy, completed_or_cached, open_cache, pool_size
 from tasks.estimate import Estimate
 
 
@@ -29,7 +29,7 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
     requests = [generation_request(case, model, strategy, sample, config.temperature) for case, sample in units]
     fetched = prefetch(requests, cache, accept_generation, progress.batch_reporter("generate")) if config.use_batch else set()
 
-    def one(unit: tuple[Case, int]) -> Generation | None:
+    def generate_one(unit: tuple[Case, int]) -> Generation | None:
         case, sample = unit
         generation = ahead.generation(model, case.id, sample) if ahead else None
         generation = generation or generate(case, model, cache, policy, sample, config.temperature)
@@ -40,6 +40,6 @@ def generate_batch(cases: list[Case], config: RunConfig, run_dir: str, batch_ind
         progress.advance("generate")
         return generation
 
-    stored = [is_cached(request, cache, policy) for request in requests]
-    generations = run_cached_first(one, units, stored, pool_size(config))
-    return finish(generations, all(g is not None and g.cached for g in generations))
+    already_cached = [is_cached(request, cache, policy) for request in requests]
+    generations = run_cached_first(generate_one, units, already_cached, pool_size(config))
+    return completed_or_cached(generations, all(g is not None and g.cached for g in generations))

@@ -15,7 +15,7 @@ from codegen_eval.models.calls import is_cached, run_cached_first
 from codegen_eval.models.strategies import strategy_for
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting import progress
-from tasks import call_policy, finish, open_cache, pool_size
+from tasks import call_policy, completed_or_cached, open_cache, pool_size
 from tasks.estimate import Estimate
 
 
@@ -38,7 +38,7 @@ def judge_batch(cases: list[Case], generations: list[Generation | None], config:
                 if g is not None and g.code.strip() else {} for case, g in pairs]
     batched = _sent_ahead(requests, cache, config.judge_models) if config.use_batch else {}
 
-    def by(model: str, index: int, case: Case, generation: Generation) -> Judgement:
+    def judged_by(model: str, index: int, case: Case, generation: Generation) -> Judgement:
         if ahead and (judgement := ahead.judgement(model, generation)):
             return judgement
         judgement = judge(case, generation.code, model, cache, config.rubric, policy)
@@ -47,20 +47,20 @@ def judge_batch(cases: list[Case], generations: list[Generation | None], config:
             judgement.usage += cache.get(key).usage
         return judgement
 
-    def one(item: tuple[int, tuple[Case, Generation | None]]) -> Judgement | None:
+    def judge_one(item: tuple[int, tuple[Case, Generation | None]]) -> Judgement | None:
         index, (case, generation) = item
         if generation is None:
             return None
-        parts = {model: by(model, index, case, generation) for model in config.judge_models}
+        parts = {model: judged_by(model, index, case, generation) for model in config.judge_models}
         if stopping.requested() and any(part.status is JudgeStatus.JUDGE_ERROR for part in parts.values()):  # not asked, or cut short: pending
             return None
         judgement = combine(parts)
         progress.advance("judge")
         return judgement
 
-    stored = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
-    judgements = run_cached_first(one, list(enumerate(pairs)), stored, pool_size(config))
-    return finish(judgements, all(j is not None and j.calls == 0 for j in judgements))
+    already_cached = [all(is_cached(request, cache, policy) for request in asked.values()) for asked in requests]
+    judgements = run_cached_first(judge_one, list(enumerate(pairs)), already_cached, pool_size(config))
+    return completed_or_cached(judgements, all(j is not None and j.calls == 0 for j in judgements))
 
 
 def _sent_ahead(requests: list[dict[str, ModelRequest]], cache: CallCache, models: list[str]) -> dict[tuple[int, str], str]:

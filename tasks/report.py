@@ -20,20 +20,9 @@ from codegen_eval.orchestration.events import pass_rate_ci95, publish_run_events
 from codegen_eval.orchestration.naming import task_run_name
 from codegen_eval.reporting.agreement import describe
 from codegen_eval.reporting.compare import compare_runs, write_comparison
-from codegen_eval.reporting.report import (
-    ResultKey,
-    append_results,
-    carry_over,
-    RESULTS,
-    create_run_dir,
-    latest_run,
-    order_results,
-    summarize_run,
-    write_junit,
-    write_report,
-    write_run,
-)
-from codegen_eval.reporting.results import CaseResult, Summary, assemble
+from codegen_eval.reporting.report import summarize_run, write_junit, write_report, write_run
+from codegen_eval.reporting.runs import RESULTS, ResultKey, append_results, carry_over, create_run_dir, latest_run, order_results
+from codegen_eval.reporting.results import CaseResult, Summary, case_result
 
 
 @task(name="start-run", task_run_name=task_run_name("start-run"), cache_policy=NO_CACHE)
@@ -75,7 +64,7 @@ def record_batch(
     """Score a batch and append it to results.jsonl at once; returns the number of results recorded.
     Items pending in any stage (a stopped run) are left out: the run resumes them."""
     results = [
-        assemble(case, generation, checked.checks, judgement, config.scoring, (model or config.models[0], config.judge_model),
+        case_result(case, generation, checked.checks, judgement, config.scoring, (model or config.models[0], config.judge_model),
                  sandbox_jobs=checked.sandbox_jobs, checks_cached=checked.cached)
         for case, generation, checked, judgement in zip(cases, generations, checks, judgements, strict=True)
         if generation is not None and checked is not None and judgement is not None

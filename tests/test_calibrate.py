@@ -18,7 +18,7 @@ from codegen_eval.cli import app
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import load_dataset
 from codegen_eval.reporting.calibration import BROKEN_VARIANTS, Calibration
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from tests.conftest import DATASET, SEED
 from tests.messages_api import Reply, prompt_of, request_kind, shape
 

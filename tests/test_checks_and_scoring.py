@@ -87,16 +87,16 @@ def test_a_degraded_sandbox_is_said_at_the_top_of_the_report():
     from codegen_eval.grading.judge import Judgement, JudgeStatus
     from codegen_eval.grading.scoring import ScoringConfig
     from codegen_eval.reporting.report import render_report
-    from codegen_eval.reporting.results import assemble, summarize
+    from codegen_eval.reporting.results import case_result, summarize
 
     case = load_dataset(SEED)[0]
     degraded = CheckResult(name="tests", status=CheckStatus.OK, details={"isolation_missing": ["an unprivileged uid (not root)"]})
-    result = assemble(case, recorded(case, case.expected), [degraded], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())
+    result = case_result(case, recorded(case, case.expected), [degraded], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())
     summary = summarize([result], run_id="r", dataset="d", model="m", judge_model="j", rubric="x")
     assert summary.isolation_missing == ["an unprivileged uid (not root)"]
     page = render_report(summary, [result])
     assert page.index('id="sandbox-degraded"') < page.index('class="cards"') and "an unprivileged uid (not root)" in page
-    clean = summarize([assemble(case, recorded(case, case.expected), [], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())],
+    clean = summarize([case_result(case, recorded(case, case.expected), [], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())],
                       run_id="r", dataset="d", model="m", judge_model="j", rubric="x")
     assert 'id="sandbox-degraded"' not in render_report(clean, [])
 
@@ -218,8 +218,9 @@ def test_records_of_hostile_text_are_valid_json_and_xml(tmp_path):
     from codegen_eval.generation import Generation
     from codegen_eval.grading.check_cache import checks_key
     from codegen_eval.grading.checks import CheckResult
-    from codegen_eval.reporting.report import append_results, load_results, summarize_run, write_junit
-    from codegen_eval.reporting.results import assemble
+    from codegen_eval.reporting.report import summarize_run, write_junit
+    from codegen_eval.reporting.runs import append_results, load_results
+    from codegen_eval.reporting.results import case_result
     from tests.conftest import DATASET
 
     case = next(c for c in load_dataset(DATASET) if c.format == "python")
@@ -228,7 +229,7 @@ def test_records_of_hostile_text_are_valid_json_and_xml(tmp_path):
     checks = [CheckResult(name="tests", status=CheckStatus.TEST_FAIL, message=hostile, details={"output": hostile, hostile: [hostile]})]
     assert checks[0].message == "ValueError: \ufffd \x00\x01\x0b\x1b[31m \ufffe" and "\ufffd" in checks[0].details["output"]
     assert checks_key(case, code).startswith("checks:")
-    result = assemble(case, Generation(case_id=case.id, cid="hostile:\x07", code=code, raw="\ud800"), checks,
+    result = case_result(case, Generation(case_id=case.id, cid="hostile:\x07", code=code, raw="\ud800"), checks,
                       Judgement(status=JudgeStatus.SKIPPED), ScoringConfig())
     append_results(tmp_path, [result])
     [stored] = load_results(tmp_path)

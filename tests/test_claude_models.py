@@ -15,7 +15,7 @@ from codegen_eval.generation import generation_request
 from codegen_eval.models.cache import CallCache
 from codegen_eval.models.calls import cached_call
 from codegen_eval.models.strategies import Strategy, known_strategy, strategy_for
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from tests.conftest import CLAUDE, SEED
 from tests.messages_api import PREFILL_400, REGEX_PROMPT, Reply, code_for, request_kind, seed_responder, shape
 

@@ -27,7 +27,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from codegen_eval.cli import app
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from tests.conftest import CLAUDE, DATASET, SEED
 from tests.messages_api import GOOD_VERDICT, Reply, prompt_of, request_kind, seed_responder, shape
 from tests.openai_api import OpenAIAPI

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from codegen_eval.cli import app
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import DatasetError, load_dataset, load_outputs
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from flows.evaluate import evaluate
 from tests.conftest import SEED
 

@@ -16,7 +16,7 @@ import pytest
 from codegen_eval.config import RunConfig
 from codegen_eval.dataset import load_dataset
 from codegen_eval.grading import wire
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from codegen_eval.reporting.results import CaseResult
 from flows.evaluate import evaluate
 from tests.conftest import DATASET

@@ -11,7 +11,7 @@ from codegen_eval.generation import generate, generation_request
 from codegen_eval.grading.checks import check_syntax
 from codegen_eval.grading.judge import JudgeStatus, judge
 from codegen_eval.models.backends import ConfigError, get_backend
-from codegen_eval.models.backends.local import assemble
+from codegen_eval.models.backends.local import join_weight_parts
 from codegen_eval.models.cache import CallCache
 from tests.conftest import SEED
 
@@ -50,16 +50,16 @@ def fake_parts(tmp_path, contents: list[bytes]):
 def test_assembly_concatenates_in_order_and_reuses_the_result(tmp_path):
     parts, sha, size = fake_parts(tmp_path, [b"GGUF", b"-middle-", b"end"])
     dest = tmp_path / "models" / "m.gguf"
-    assert assemble(parts, dest, sha, size).read_bytes() == b"GGUF-middle-end"
+    assert join_weight_parts(parts, dest, sha, size).read_bytes() == b"GGUF-middle-end"
     parts[0].unlink()  # once verified, the assembled file is used without the parts
-    assert assemble(parts, dest, sha, size) == dest
+    assert join_weight_parts(parts, dest, sha, size) == dest
 
 
 def test_assembly_names_a_missing_part(tmp_path):
     parts, sha, size = fake_parts(tmp_path, [b"a", b"b"])
     parts[1].unlink()
     with pytest.raises(ConfigError, match=r"part02.bin is missing: pip install 'codegen-eval\[local\]'"):
-        assemble(parts, tmp_path / "m.gguf", sha, size)
+        join_weight_parts(parts, tmp_path / "m.gguf", sha, size)
 
 
 def test_assembly_rejects_a_corrupted_part_and_leaves_nothing(tmp_path):
@@ -67,5 +67,5 @@ def test_assembly_rejects_a_corrupted_part_and_leaves_nothing(tmp_path):
     parts[1].write_bytes(b"bbbX")
     dest = tmp_path / "m.gguf"
     with pytest.raises(ConfigError, match=f"expected 8 bytes with sha256 {sha}"):
-        assemble(parts, dest, sha, size)
+        join_weight_parts(parts, dest, sha, size)
     assert list(tmp_path.glob("m.*")) == []

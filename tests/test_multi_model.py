@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from codegen_eval.cli import app, summary_lines
 from codegen_eval.config import RunConfig, regrade_config
 from codegen_eval.reporting.compare import compare_runs
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from codegen_eval.reporting.results import Summary
 from codegen_eval.reporting.statistics import wilson_interval
 from tests.conftest import CLAUDE, SEED

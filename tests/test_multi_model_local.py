@@ -12,7 +12,7 @@ import pytest
 from codegen_eval.dataset import load_dataset
 from codegen_eval.generation import generate
 from codegen_eval.models.cache import CallCache
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from codegen_eval.reporting.results import Summary
 from tests.conftest import CLAUDE, SEED
 

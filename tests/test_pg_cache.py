@@ -19,7 +19,7 @@ import pytest
 
 from codegen_eval.models.backends import Message, ModelRequest, ModelResponse, Usage
 from codegen_eval.models.cache import CacheError, CallCache
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from tests.conftest import CLAUDE
 from tests.messages_api import MessagesAPI, synthetic_cases, synthetic_responder
 from tests.pg import DATABASE, Postgres

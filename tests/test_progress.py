@@ -16,8 +16,8 @@ from codegen_eval.generation import Generation
 from codegen_eval.grading.judge import Judgement, JudgeStatus
 from codegen_eval.grading.scoring import ScoringConfig
 from codegen_eval.reporting import progress
-from codegen_eval.reporting.report import append_results, create_run_dir, latest_run
-from codegen_eval.reporting.results import assemble
+from codegen_eval.reporting.runs import append_results, create_run_dir, latest_run
+from codegen_eval.reporting.results import case_result
 from tasks.estimate import Estimate
 from tests.conftest import SEED
 
@@ -79,7 +79,7 @@ def test_a_partial_report_says_what_is_pending_and_is_no_finished_run(tmp_path):
     run_dir = create_run_dir(config.out, config.model_dump(mode="json"))
     case = load_dataset(SEED)[2]  # the IAM policy: checked without the sandbox
     generation = Generation(case_id=case.id, model="local", code=case.expected)
-    append_results(run_dir, [assemble(case, generation, [], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig(), ("local", "local"))])
+    append_results(run_dir, [case_result(case, generation, [], Judgement(status=JudgeStatus.SKIPPED), ScoringConfig(), ("local", "local"))])
 
     summary = partial_report(str(run_dir), config, total=4)
     page = (run_dir / "report.html").read_text()

@@ -19,7 +19,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from codegen_eval.reporting.report import load_results
+from codegen_eval.reporting.runs import load_results
 from tests.conftest import CLAUDE, stored_calls
 from tests.messages_api import Faults, MessagesAPI, synthetic_cases, synthetic_responder
 

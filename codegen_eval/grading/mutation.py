@@ -109,7 +109,7 @@ def measure(path: str | Path, sandbox: Sandbox, cache: CallCache | None, done: C
     known = _reviewed(reviewed)
     result = Adequacy(path=str(path))
 
-    def one(item: tuple[int, Case]) -> CaseAdequacy:
+    def measure_case(item: tuple[int, Case]) -> CaseAdequacy:
         lineno, case = item
         found = CaseAdequacy(lineno=lineno, case=case)
         for mutant in mutants(case):
@@ -119,7 +119,7 @@ def measure(path: str | Path, sandbox: Sandbox, cache: CallCache | None, done: C
         return found
 
     with_tests = ((n, c) for n, c in numbered_cases(path) if c.tests is not None)
-    result.cases = list(_bounded_map(one, with_tests, sandbox.slots))
+    result.cases = list(_bounded_map(measure_case, with_tests, sandbox.slots))
     return result
 
 

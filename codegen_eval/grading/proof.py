@@ -154,7 +154,7 @@ def _prove(
     numbered: Iterable[tuple[int, Case]], path: str, sandbox: Sandbox, cache: CallCache | None, proof: Proof,
     with_stubs: bool, advance: Callable[[], None] | None,
 ) -> None:
-    def one(item: tuple[int, Case]) -> tuple[int, Case, Attempt, list[tuple[str, Attempt]]]:
+    def prove_reference(item: tuple[int, Case]) -> tuple[int, Case, Attempt, list[tuple[str, Attempt]]]:
         lineno, case = item
         reference = attempt(case, case.expected, sandbox, cache)
         tried = [(stub, attempt(case, stub, sandbox, cache)) for stub in stubs(case)] if with_stubs and case.tests is not None else []
@@ -162,7 +162,7 @@ def _prove(
             advance()
         return lineno, case, reference, tried
 
-    for lineno, case, reference, tried in _bounded_map(one, numbered, sandbox.slots, inline=_no_sandbox_job):
+    for lineno, case, reference, tried in _bounded_map(prove_reference, numbered, sandbox.slots, inline=_no_sandbox_job):
         tally = proof.tallies.setdefault(case.format, Tally())
         tally.cases += 1
         proof.count(reference)
@@ -197,7 +197,7 @@ def _prove_broken(
         proof.problems += [_split(problem) for problem in exc.problems]
         return
 
-    def one(item: tuple[int, Case, object]) -> tuple[int, Case, str, Attempt]:
+    def prove_variant(item: tuple[int, Case, object]) -> tuple[int, Case, str, Attempt]:
         lineno, case, output = item
         code = recorded(case, output.output).code  # type: ignore[attr-defined]
         result = attempt(case, code, sandbox, cache)
@@ -205,7 +205,7 @@ def _prove_broken(
             advance()
         return lineno, case, code, result
 
-    for lineno, case, code, result in _bounded_map(one, variants, sandbox.slots, inline=_no_sandbox_job):
+    for lineno, case, code, result in _bounded_map(prove_variant, variants, sandbox.slots, inline=_no_sandbox_job):
         tally = proof.tallies.setdefault(case.format, Tally())
         tally.broken += 1
         proof.count(result)

@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 
-from codegen_eval.reporting.report import PAGES, RESULTS, run_models
+from codegen_eval.reporting.report import PAGES
+
+from codegen_eval.reporting.runs import RESULTS, run_models
 from codegen_eval.reporting.results import Summary
 from codegen_eval.reporting.statistics import mcnemar_exact
 

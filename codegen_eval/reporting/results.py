@@ -134,7 +134,7 @@ class Summary(BaseModel):
     stopped: bool = False  # the run was stopped (Ctrl-C, SIGTERM) before every result was graded
 
 
-def assemble(
+def case_result(
     case: Case,
     generation: Generation,
     checks: list[CheckResult],
@@ -275,9 +275,9 @@ class SummaryBuilder:
             self.checking.cases_checked += 1
         g, j = r.generation, r.judge
         model = r.model or self.models[0]
-        _add(self.generation, g.calls, int(g.cached), g.retries, g.usage, model, g.batch)
+        _count_calls(self.generation, g.calls, int(g.cached), g.retries, g.usage, model, g.batch)
         for judge_model, part in r.judges.items() if r.judges else [(self.judge_models[0], j)]:  # priced per judge
-            _add(self.judging, part.calls, part.cached_calls, part.retries, part.usage, judge_model, part.batch)
+            _count_calls(self.judging, part.calls, part.cached_calls, part.retries, part.usage, judge_model, part.batch)
         self.agreement.add(r)
         outcome = self.grid.setdefault(case_key(r), {}).setdefault(model, CaseOutcome(format=r.format, difficulty=r.difficulty))
         outcome.n += 1
@@ -296,12 +296,12 @@ class SummaryBuilder:
             judge_models=self.judge_models,
             rubric=rubric,
             cases=self.cases,
-            verdicts=_full(self.verdicts),
+            verdicts=_every_verdict(self.verdicts),
             pass_rate=round(self.verdicts.get("PASS", 0) / self.cases, 4) if self.cases else 0.0,
             statuses=dict(self.statuses),
             strategies=dict(self.strategies),
-            by_format={k: _full(c) for k, c in sorted(self.by_format.items())},
-            by_difficulty={k: _full(c) for k, c in sorted(self.by_difficulty.items())},
+            by_format={k: _every_verdict(c) for k, c in sorted(self.by_format.items())},
+            by_difficulty={k: _every_verdict(c) for k, c in sorted(self.by_difficulty.items())},
             generation=generation,
             judging=judging,
             total_tokens=sum(s.input_tokens + s.output_tokens for s in (generation, judging)),
@@ -368,7 +368,7 @@ def summarize(results: Iterable[CaseResult], *, run_id: str, dataset: str, model
     return builder.build(run_id=run_id, dataset=dataset, rubric=rubric)
 
 
-def _add(stats: StageStats, made: int, cached: int, retries: int, usage: Usage, model: str, batch: bool) -> None:
+def _count_calls(stats: StageStats, made: int, cached: int, retries: int, usage: Usage, model: str, batch: bool) -> None:
     stats.calls_made += made
     stats.calls_cached += cached
     stats.retries += retries
@@ -380,5 +380,5 @@ def _add(stats: StageStats, made: int, cached: int, retries: int, usage: Usage, 
         stats.cost_usd = None if cost is None or stats.cost_usd is None else stats.cost_usd + cost
 
 
-def _full(counter: Counter[str]) -> dict[str, int]:
+def _every_verdict(counter: Counter[str]) -> dict[str, int]:
     return {v: counter.get(v, 0) for v in VERDICTS}

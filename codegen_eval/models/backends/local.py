@@ -59,7 +59,7 @@ def part_files() -> list[Path]:
     return parts
 
 
-def assemble(parts: list[Path], dest: Path, sha256: str, size: int) -> Path:
+def join_weight_parts(parts: list[Path], dest: Path, sha256: str, size: int) -> Path:
     """Concatenate `parts` into `dest`, verified; a file already there and verified is reused."""
     marker = dest.with_suffix(dest.suffix + ".sha256")
     if dest.is_file() and dest.stat().st_size == size and marker.is_file() and marker.read_text().strip() == sha256:
@@ -91,7 +91,7 @@ def assemble(parts: list[Path], dest: Path, sha256: str, size: int) -> Path:
 
 
 def weights_path() -> Path:
-    return assemble(part_files(), model_dir() / f"qwen2.5-coder-0.5b-instruct-{WEIGHTS_SHA256[:12]}.gguf", WEIGHTS_SHA256, WEIGHTS_SIZE)
+    return join_weight_parts(part_files(), model_dir() / f"qwen2.5-coder-0.5b-instruct-{WEIGHTS_SHA256[:12]}.gguf", WEIGHTS_SHA256, WEIGHTS_SIZE)
 
 
 class LocalBackend:
