@@ -323,3 +323,45 @@ def test_a_request_the_record_would_misname_is_refused(sandbox, entry, reference
 
 def test_a_query_body_that_moto_would_ignore_is_refused(sandbox):
     assert grade(sandbox, "f", SNS_REFERENCE, SNS_CHECK, BODY_VS_URL) == ("OK", "check(candidate) passed")
+
+
+THROTTLE_CHECK = '''
+def check(candidate, aws):
+    import boto3
+    db = boto3.client("dynamodb", region_name="us-east-1")
+    db.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    refused = []
+
+    def throttle(params, forward):  # more throttling than botocore's own retries absorb
+        if len(refused) < 8:
+            refused.append(1)
+            raise aws.Error("ThrottlingException", "Rate of requests exceeds the allowed throughput.", 400)
+        return forward()
+
+    aws.on("PutItem", throttle)
+    candidate("t", "k")
+    assert "Item" in db.get_item(TableName="t", Key={"pk": {"S": "k"}}), "the item was not written"
+'''
+PATIENT = '''
+import time
+import boto3
+from botocore.exceptions import ClientError
+def put(table, key):
+    client = boto3.client("dynamodb")
+    for attempt in range(10):
+        try:
+            return client.put_item(TableName=table, Item={"pk": {"S": key}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ThrottlingException":
+                raise
+            time.sleep(0.01)
+    raise RuntimeError("still throttled")
+'''
+IMPATIENT = 'import boto3\ndef put(table, key):\n    boto3.client("dynamodb").put_item(TableName=table, Item={"pk": {"S": key}})\n'
+
+
+def test_throttling_from_a_handler_tells_a_candidate_that_backs_off_from_one_that_does_not(sandbox):
+    assert grade(sandbox, "put", PATIENT, THROTTLE_CHECK, PATIENT) == ("OK", "check(candidate) passed")
+    status, message = grade(sandbox, "put", PATIENT, THROTTLE_CHECK, IMPATIENT)
+    assert status == "TEST_FAIL" and "ThrottlingException" in message, message
